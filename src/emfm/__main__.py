@@ -1,0 +1,5 @@
+import sys
+
+from emfm.cli import main
+
+sys.exit(main())
