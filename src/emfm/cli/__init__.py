@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from emfm import __version__
 from emfm.errors import EmfmError
 
-_COMMANDS = ("data", "backbones", "train", "evaluate", "analyze", "study", "predict")
+_COMMANDS = ("data", "backbones", "train", "analyze", "study", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

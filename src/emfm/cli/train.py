@@ -1,0 +1,114 @@
+"""``emfm train`` and ``emfm evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# CLI flag -> TrainConfig field; flags default to None so that only what the user typed overrides
+# the config file, which overrides the dataclass defaults.
+_FLAGS = {
+    "backbone": str, "adapter": str, "train": str, "test": str, "head": str, "epochs": int, "seed": int,
+    "resolution": int, "patience": int, "batch_size": int, "lr": float, "weight_decay": float,
+    "lora_rank": int, "lora_alpha": int, "lora_dropout": float, "pairing": str, "normalisation": str,
+    "intensity": str, "precision": str, "data_root": str, "cache_dir": str, "max_train_slices": int,
+}
+_CHOICES = {
+    "adapter": ["frozen", "lora"], "pairing": ["by-number", "text-sorted"],
+    "normalisation": ["imagenet", "backbone"], "intensity": ["dtype", "minmax"], "precision": ["32", "bf16"],
+}
+_HELP = {
+    "backbone": "registry name (dinov2-l, dinov3-l, openclip-l14...), hub id or local directory",
+    "train": "training set(s), comma separated: lucchi_pp, vnc, folder:PATH",
+    "test": "test set(s), comma separated (default: the training sets)",
+    "head": "segmentation head: linear or deconv",
+    "resolution": "longest image edge in pixels (the study: 1022)",
+    "pairing": "image/mask pairing; text-sorted reproduces the study's mistake (ablation only)",
+    "normalisation": "imagenet (the study, every family) or the backbone's own mean/std",
+    "data_root": "folder holding one folder per dataset (default $EMFM_DATA or the user data dir)",
+    "cache_dir": "feature cache (default $EMFM_CACHE or the user cache dir)",
+    "max_train_slices": "use only the first N training slices of each set (quick checks)",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="adapt a backbone (frozen + head, or LoRA) and evaluate it",
+                       description="Train a segmentation head (and LoRA adapters) and evaluate on each test set.")
+    p.add_argument("--config", help="YAML file with TrainConfig keys")
+    for name, typ in _FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None,
+                       choices=_CHOICES.get(name), help=_HELP.get(name))
+    p.add_argument("--balance", action="store_true", default=None, help="sample the training sets equally")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key (repeatable)")
+    p.add_argument("--out", help="run directory (default runs/<backbone>-<adapter>-<train>-s<seed>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run directory that holds another run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("evaluate", help="re-evaluate a saved run without training")
+    e.add_argument("--run", required=True, help="run directory written by emfm train")
+    e.add_argument("--test", help="test set(s), comma separated (default: the run's own)")
+    e.add_argument("--data-root", help="folder holding one folder per dataset")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=run_evaluate)
+
+
+def build_config(args: argparse.Namespace):
+    from emfm.config import TrainConfig, apply_overrides, load_yaml
+    from emfm.errors import ConfigError
+
+    data = load_yaml(args.config) if args.config else {}
+    for name in _FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            data[name] = value
+    if args.balance:
+        data["balance"] = True
+    data = apply_overrides(data, args.overrides)
+    missing = [k for k in ("backbone", "train") if not data.get(k)]
+    if missing:
+        raise ConfigError(f"missing {', '.join('--' + m for m in missing)} (or give them in --config)")
+    return TrainConfig.from_dict(data)
+
+
+def default_out(config) -> Path:
+    from emfm._io import safe_name
+
+    backbone = Path(config.backbone).name if Path(config.backbone).exists() else config.backbone
+    return Path("runs") / safe_name(f"{backbone}-{config.adapter}-{config.head}-{'+'.join(config.train)}-s{config.seed}")
+
+
+def print_metrics(metrics: dict) -> None:
+    rows = [(name, m) for name, m in metrics["test"].items()]
+    if "test_pooled" in metrics:
+        rows.append(("pooled", metrics["test_pooled"]))
+    print(f"{'test set':<24} {'fg IoU':>8} {'Dice':>8} {'IoU (resized)':>14} {'slices':>7}")
+    for name, m in rows:
+        fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "  n/a"  # noqa: E731
+        print(f"{name:<24} {fmt(m['fg_iou']):>8} {fmt(m['dice']):>8} {fmt(m.get('fg_iou_resized')):>14} {m['n_slices']:>7}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from emfm.train.run import train_run
+
+    config = build_config(args)
+    out = Path(args.out) if args.out else default_out(config)
+    metrics = train_run(config, out, overwrite=args.overwrite, progress=not args.no_progress)
+    r = metrics["run"]
+    print(f"run {out}: {r['backbone']} {r['adapter']} + {r['head']}, trained on {'+'.join(r['train_sets'])}, "
+          f"seed {r['seed']}, {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), "
+          f"{metrics['trainable_params']['total']:,} trainable parameters, {metrics['wall_seconds']:.0f} s")
+    print_metrics(metrics)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from emfm.config import split_names
+    from emfm.evaluate.run import evaluate_run
+
+    metrics = evaluate_run(args.run, split_names(args.test) if args.test else None, data_root=args.data_root,
+                           progress=not args.no_progress)
+    print(f"run {args.run}: {metrics['backbone']}")
+    print_metrics(metrics)
+    return 0

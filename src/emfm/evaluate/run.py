@@ -1,0 +1,99 @@
+"""Evaluate a trained segmenter on test sets and record it in a run directory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emfm._io import safe_name
+from emfm.data._stack import SliceStack
+from emfm.evaluate.evaluate import StackResult, evaluate_stack, summarise
+from emfm.features import StackFeatures
+from emfm.models.checkpoint import ModelInfo
+from emfm.models.segmenter import Segmenter
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_segmenter(
+    segmenter: Segmenter,
+    info: ModelInfo,
+    test_stacks: Mapping[str, SliceStack],
+    run_dir: str | Path,
+    *,
+    features: Mapping[str, StackFeatures | None] | None = None,
+    save_predictions: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every test set, write predictions and the example figure, return the metrics' test part."""
+    from emfm.evaluate.figures import plot_examples
+
+    run_dir = Path(run_dir)
+    results: dict[str, StackResult] = {}
+    for name, stack in test_stacks.items():
+        results[name] = evaluate_stack(
+            segmenter, stack, resolution=info.resolution, patch_size=info.patch_size, mean=info.mean,
+            std=info.std, intensity=info.intensity, features=(features or {}).get(name), progress=progress,
+        )
+        if save_predictions:
+            _save_predictions(run_dir / "predictions" / f"{safe_name(name)}.tif", results[name].predictions)
+    panels = []
+    for name, stack in test_stacks.items():
+        res = results[name]
+        # The slices with the most foreground show the most; pick up to three per test set.
+        order = np.argsort([-int(m.sum()) for m in stack.masks])[:3]
+        for i in sorted(order.tolist()):
+            panels.append((name, stack.ids[i], stack.images[i], stack.masks[i], res.predictions[i], res.native.per_slice[i]))
+    plot_examples(panels, run_dir / "examples.png")
+    return summarise(results, {n: s.ids for n, s in test_stacks.items()})
+
+
+def _save_predictions(path: Path, preds: list[np.ndarray]) -> None:
+    """Predicted 0/1 masks as a zlib-compressed tif (one page per slice; sizes may differ)."""
+    import tifffile
+
+    from emfm._io import atomic_path
+
+    with atomic_path(path, suffix=".tif") as tmp, tifffile.TiffWriter(tmp) as tif:
+        for p in preds:
+            tif.write(p.astype(np.uint8), compression="zlib", contiguous=False)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    test: list[str] | None = None,
+    *,
+    data_root: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Re-evaluate a saved run on ``test`` sets (default: its own) without training.
+
+    Writes ``evaluation.json`` (and predictions) in the run directory and returns the metrics.
+    """
+    from emfm import rundir
+    from emfm._io import atomic_write_json, finite_json
+    from emfm.config import TrainConfig, load_yaml
+    from emfm.data import load_split
+    from emfm.models.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from emfm.paths import dataset_root
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / rundir.CONFIG_NAME
+    if not cfg_path.is_file():
+        from emfm.errors import RunDirError
+
+        raise RunDirError(f"{run_dir} is not a run directory (no {rundir.CONFIG_NAME}); pass the --out of `emfm train`")
+    config = TrainConfig.from_dict(load_yaml(cfg_path))
+    names = test or list(config.test)
+    root = data_root or config.data_root
+    stacks = {n: load_split(n, "test", dataset_root(n, root)) for n in names}
+    segmenter, info = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    result = evaluate_segmenter(segmenter, info, stacks, run_dir, progress=progress)
+    out = {"run_dir": str(run_dir), "backbone": info.backbone_name, **result}
+    atomic_write_json(run_dir / "evaluation.json", finite_json(out))
+    return out
+

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, datasets and samplers, and the run orchestration."""

@@ -1,0 +1,109 @@
+"""The LightningModule: receives its segmenter (backbone + head), trains with Dice loss and AdamW."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+
+from emfm.evaluate.metrics import dice_loss
+from emfm.models.segmenter import Segmenter
+
+
+class SegmentationModule(L.LightningModule):
+    """Trains a :class:`Segmenter` from cached grids (``frozen``) or from pixels (``lora``).
+
+    Batches are lists of items (see ``emfm.train.datasets``); items of one size are run together.
+    Only parameters with ``requires_grad`` go to the optimiser: the head, plus LoRA adapters.
+    """
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        *,
+        inputs: Literal["grid", "pixels"],
+        lr: float,
+        weight_decay: float,
+    ) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        self.inputs = inputs
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    def _logits_and_targets(self, batch: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        groups: dict[tuple[int, ...], list[dict]] = {}
+        for item in batch:
+            groups.setdefault(tuple(item[self.inputs].shape), []).append(item)
+        logits, targets = [], []
+        for items in groups.values():
+            x = torch.stack([it[self.inputs] for it in items]).to(self.device)
+            y = torch.stack([it["mask"] for it in items]).to(self.device)
+            if self.inputs == "grid":
+                logits.append(self.segmenter.logits_from_grid(x, y.shape[-2:]))
+            else:
+                logits.append(self.segmenter(x))
+            targets.append(y)
+        return logits, targets
+
+    def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
+        loss = dice_loss(*self._logits_and_targets(batch))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
+        loss = dice_loss(*self._logits_and_targets(batch))
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.segmenter.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The weights that training changes (head and adapters), plus BatchNorm buffers."""
+        keep = {n for n, p in self.segmenter.named_parameters() if p.requires_grad}
+        state = self.segmenter.state_dict()
+        return {k: v.detach().clone() for k, v in state.items() if k in keep or k.startswith("head.")}
+
+
+class KeepBest(L.Callback):
+    """Keep the trainable weights of the epoch with the lowest validation loss, restore them at the end.
+
+    Lightning's ModelCheckpoint would write the whole module (the backbone too) to disk every time;
+    only the head and adapters change, so an in-memory copy of those is enough.
+    """
+
+    def __init__(self) -> None:
+        self.best_loss = float("inf")
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: SegmentationModule) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = trainer.callback_metrics.get("val_loss")
+        if loss is not None and float(loss) < self.best_loss:
+            self.best_loss = float(loss)
+            self.best_epoch = trainer.current_epoch
+            self.best_state = module.trainable_state()
+
+    def on_fit_end(self, trainer: L.Trainer, module: SegmentationModule) -> None:
+        if self.best_state is not None:
+            module.segmenter.load_state_dict(self.best_state, strict=False)
+
+
+class History(L.Callback):
+    """Per-epoch train and validation loss, for metrics.json and the curve figure."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: SegmentationModule) -> None:
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch}
+        for key in ("train_loss", "val_loss"):
+            if key in m:
+                row[key] = float(m[key])
+        self.rows.append(row)

@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from emfm.evaluate.metrics import PooledCounts, dice_loss, pooled_scores
+
+
+def test_pooled_iou_is_total_intersection_over_total_union():
+    # slice 1: pred 4 px, truth 2 px, overlap 2 -> I=2, U=4; slice 2: pred 1, truth 3, overlap 1 -> I=1, U=3
+    p1 = np.array([[1, 1], [1, 1]]); t1 = np.array([[1, 1], [0, 0]])
+    p2 = np.array([[1, 0, 0], [0, 0, 0]]); t2 = np.array([[1, 1, 1], [0, 0, 0]])
+    c = pooled_scores([p1, p2], [t1, t2])
+    assert c.fg_iou == pytest.approx(3 / 7)  # not the mean of 2/4 and 1/3
+    assert c.dice == pytest.approx(2 * 3 / (5 + 5))
+    assert c.per_slice == [pytest.approx(0.5), pytest.approx(1 / 3)]
+
+
+def test_empty_slice_has_no_iou_and_empty_set_is_nan():
+    c = PooledCounts()
+    assert math.isnan(c.fg_iou)
+    c.add(np.zeros((2, 2)), np.zeros((2, 2)))
+    assert c.per_slice == [None]
+    with pytest.raises(ValueError, match="differ in shape"):
+        c.add(np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+def test_merge_pools_counts():
+    a = pooled_scores([np.ones((2, 2))], [np.ones((2, 2))])
+    b = pooled_scores([np.zeros((2, 2))], [np.ones((2, 2))])
+    assert a.merge(b).fg_iou == pytest.approx(4 / 8)
+
+
+def test_dice_loss_by_hand():
+    logits = torch.tensor([[[[0.0, 2.0]], [[1.0, 0.0]]]])  # (1, 2, 1, 2)
+    target = torch.tensor([[[1, 0]]])  # (1, 1, 2)
+    p = torch.softmax(logits, dim=1)[0, :, 0, :]  # (2 classes, 2 px)
+    onehot = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    per_class = (2 * (p * onehot).sum(1) + 1) / (p.sum(1) + onehot.sum(1) + 1)
+    assert dice_loss(logits, target).item() == pytest.approx(1 - per_class.mean().item(), abs=1e-6)
+    perfect = torch.tensor([[[[-20.0, 20.0]], [[20.0, -20.0]]]])
+    assert dice_loss(perfect, target, eps=0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dice_loss_over_parts_equals_one_batch():
+    torch.manual_seed(0)
+    lg = torch.randn(2, 2, 4, 4)
+    tg = torch.randint(0, 2, (2, 4, 4))
+    whole = dice_loss(lg, tg)
+    parts = dice_loss([lg[:1], lg[1:]], [tg[:1], tg[1:]])
+    assert parts.item() == pytest.approx(whole.item(), abs=1e-6)
