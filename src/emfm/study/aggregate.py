@@ -1,0 +1,83 @@
+"""From run directories to ``results.csv`` and per-cell summaries (mean and spread over seeds)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emfm import rundir
+from emfm._io import atomic_write_text
+from emfm.study.grid import RunSpec
+
+COLUMNS = [
+    "run_id", "backbone", "weights_id", "adapter", "head", "train_sets", "test_set", "seed", "resolution",
+    "pairing", "balance", "ablation", "fg_iou", "dice", "fg_iou_resized", "n_slices", "epochs_run",
+    "best_epoch", "trainable_params", "wall_seconds",
+]
+CELL = ("backbone", "adapter", "head", "train_sets", "pairing", "balance", "ablation", "test_set")
+
+
+def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    run = metrics["run"]
+    tests = dict(metrics["test"])
+    if "test_pooled" in metrics:
+        tests["pooled"] = metrics["test_pooled"]
+    rows = []
+    for test_set, m in tests.items():
+        rows.append({
+            "run_id": spec.run_id, "backbone": run["backbone"], "weights_id": run["weights_id"][:12],
+            "adapter": run["adapter"], "head": run["head"], "train_sets": "+".join(run["train_sets"]),
+            "test_set": test_set, "seed": run["seed"], "resolution": run["resolution"],
+            "pairing": run["pairing"], "balance": run["balance"], "ablation": spec.ablation,
+            "fg_iou": m["fg_iou"], "dice": m["dice"], "fg_iou_resized": m.get("fg_iou_resized"),
+            "n_slices": m["n_slices"], "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
+            "trainable_params": metrics["trainable_params"]["total"], "wall_seconds": metrics["wall_seconds"],
+        })
+    return rows
+
+
+def collect_rows(specs: Sequence[RunSpec], study_dir: str | Path) -> list[dict[str, Any]]:
+    rows = []
+    for spec in specs:
+        d = spec.directory(study_dir)
+        if rundir.is_complete(d):
+            rows.extend(rows_for(spec, json.loads((d / rundir.METRICS_NAME).read_text())))
+    return rows
+
+
+def write_results(specs: Sequence[RunSpec], study_dir: str | Path) -> list[dict[str, Any]]:
+    """Write ``results.csv`` (one row per run and test set, atomically) and return the rows."""
+    rows = collect_rows(specs, study_dir)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in COLUMNS})
+    atomic_write_text(Path(study_dir) / "results.csv", buf.getvalue())
+    return rows
+
+
+def summarise_cells(rows: Sequence[dict[str, Any]], metric: str = "fg_iou") -> list[dict[str, Any]]:
+    """Mean, sample standard deviation and count over seeds for each cell of the grid."""
+    cells: dict[tuple, list[float]] = {}
+    for row in rows:
+        value = row.get(metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        cells.setdefault(tuple(row[k] for k in CELL), []).append(float(value))
+    out = []
+    for key, values in cells.items():
+        out.append({
+            **dict(zip(CELL, key)),
+            "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values),
+            "values": values,
+        })
+    return out

@@ -1,0 +1,135 @@
+"""The study configuration: which grid to run, with which shared settings.
+
+A study YAML names lists (``backbones``, ``adapters``, ``heads``, ``train_sets``, ``seeds``), the
+``test_sets`` every run is scored on, ``defaults`` (any TrainConfig key, shared by all runs),
+``adapter_overrides`` (e.g. a lower resolution for LoRA on a CPU), ``ablations`` (extra, labelled
+cells such as ``pairing: text-sorted``) and ``analysis`` (run once per backbone). Relative paths are
+taken from the current directory and saved resolved with the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emfm.config import TrainConfig, apply_overrides, load_yaml, split_names
+from emfm.errors import ConfigError
+
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """Extra grid cells that differ from the main grid in labelled settings (e.g. pairing)."""
+
+    name: str
+    settings: Mapping[str, Any]
+    adapters: tuple[str, ...] = ()
+    heads: tuple[str, ...] = ()
+    train_sets: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    backbones: tuple[str, ...]
+    adapters: tuple[str, ...]
+    heads: tuple[str, ...]
+    train_sets: tuple[tuple[str, ...], ...]
+    test_sets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    adapter_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    ablations: tuple[Ablation, ...] = ()
+    analysis: Mapping[str, Any] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("backbones", "adapters", "heads", "train_sets", "test_sets", "seeds"):
+            if not getattr(self, key):
+                raise ConfigError(f"study {self.name!r}: {key} is empty; list at least one")
+        bad = sorted(set(self.defaults) - _TRAIN_KEYS)
+        for over in self.adapter_overrides.values():
+            bad += sorted(set(over) - _TRAIN_KEYS)
+        for ab in self.ablations:
+            bad += sorted(set(ab.settings) - _TRAIN_KEYS)
+        if bad:
+            raise ConfigError(f"study {self.name!r}: unknown run setting(s) {bad}; valid: {', '.join(sorted(_TRAIN_KEYS))}")
+        grid_keys = {"backbone", "adapter", "head", "train", "test", "seed"} & set(self.defaults)
+        if grid_keys:
+            raise ConfigError(f"study {self.name!r}: {sorted(grid_keys)} belong in the grid lists, not in defaults")
+        unknown_adapters = set(self.adapters) - {"frozen", "lora"}
+        if unknown_adapters:
+            raise ConfigError(f"study {self.name!r}: unknown adapter(s) {sorted(unknown_adapters)}; use frozen, lora")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
+        data = apply_overrides(load_yaml(path), overrides)
+        data.setdefault("name", Path(path).stem)
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown study key(s) {unknown}; valid keys: {', '.join(sorted(known))}")
+        d = dict(data)
+
+        def listify(v: Any) -> list:
+            return [v] if isinstance(v, (str, int)) else list(v or [])
+
+        d["backbones"] = tuple(_resolve_path(b) for b in listify(d.get("backbones")))
+        d["adapters"] = tuple(listify(d.get("adapters", ["frozen"])))
+        d["heads"] = tuple(listify(d.get("heads", ["linear"])))
+        d["train_sets"] = tuple(tuple(split_names(t)) for t in listify(d.get("train_sets")))
+        d["test_sets"] = tuple(split_names(d["test_sets"]) if isinstance(d.get("test_sets"), str) else listify(d.get("test_sets")))
+        d["seeds"] = tuple(int(s) for s in listify(d.get("seeds", [0])))
+        defaults = dict(d.get("defaults") or {})
+        for key in ("data_root", "cache_dir"):
+            if defaults.get(key):
+                defaults[key] = str(Path(defaults[key]).expanduser().resolve())
+        d["defaults"] = defaults
+        d["adapter_overrides"] = {k: dict(v) for k, v in (d.get("adapter_overrides") or {}).items()}
+        abl = []
+        for item in d.get("ablations") or []:
+            item = dict(item)
+            name = item.pop("name", None)
+            if not name:
+                raise ConfigError("every ablation needs a name (it labels the rows it adds)")
+            abl.append(
+                Ablation(
+                    name=name,
+                    adapters=tuple(listify(item.pop("adapters", []))),
+                    heads=tuple(listify(item.pop("heads", []))),
+                    train_sets=tuple(tuple(split_names(t)) for t in listify(item.pop("train_sets", []))),
+                    settings=item,
+                )
+            )
+        d["ablations"] = tuple(abl)
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["train_sets"] = [list(t) for t in self.train_sets]
+        d["ablations"] = [
+            {"name": a.name, "adapters": list(a.adapters), "heads": list(a.heads),
+             "train_sets": [list(t) for t in a.train_sets], **dict(a.settings)}
+            for a in self.ablations
+        ]
+        for key in ("backbones", "adapters", "heads", "test_sets", "seeds"):
+            d[key] = list(d[key])
+        return d
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _resolve_path(name: str) -> str:
+    p = Path(str(name)).expanduser()
+    return str(p.resolve()) if p.exists() else str(name)

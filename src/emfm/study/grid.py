@@ -1,0 +1,66 @@
+"""Expanding a study into runs, each with a stable id and its own directory."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from emfm._io import safe_name
+from emfm.config import TrainConfig
+from emfm.study.config import StudyConfig
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid: its id (also its directory name), its config and its ablation label."""
+
+    run_id: str
+    config: TrainConfig
+    ablation: str = ""
+
+    def directory(self, study_dir: str | Path) -> Path:
+        return Path(study_dir) / "runs" / self.run_id
+
+
+def _run_id(config: TrainConfig, ablation: str) -> str:
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    backbone = Path(config.backbone).name
+    parts = [backbone, config.adapter, config.head, "+".join(config.train), f"s{config.seed}"]
+    if ablation:
+        parts.insert(4, ablation)
+    return safe_name("-".join(parts)) + f"-{digest}"
+
+
+def expand_grid(study: StudyConfig) -> list[RunSpec]:
+    """Every run of the study, main grid first, then the ablations, in a stable order.
+
+    The id ends in a digest of the run's whole config, so changing any setting makes a new run
+    instead of silently reusing an old one.
+    """
+    specs: list[RunSpec] = []
+    seen: set[str] = set()
+
+    def add(backbone: str, adapter: str, head: str, train: tuple[str, ...], seed: int, extra: dict, label: str) -> None:
+        settings = {**study.defaults, **study.adapter_overrides.get(adapter, {}), **extra}
+        config = TrainConfig(
+            backbone=backbone, adapter=adapter, head=head, train=train, test=study.test_sets, seed=seed, **settings
+        )
+        run_id = _run_id(config, label)
+        if run_id not in seen:
+            seen.add(run_id)
+            specs.append(RunSpec(run_id, config, label))
+
+    for backbone, adapter, head, train, seed in itertools.product(
+        study.backbones, study.adapters, study.heads, study.train_sets, study.seeds
+    ):
+        add(backbone, adapter, head, train, seed, {}, "")
+    for ab in study.ablations:
+        for backbone, adapter, head, train, seed in itertools.product(
+            study.backbones, ab.adapters or study.adapters, ab.heads or study.heads,
+            ab.train_sets or study.train_sets, study.seeds,
+        ):
+            add(backbone, adapter, head, train, seed, dict(ab.settings), safe_name(ab.name))
+    return specs

@@ -1,0 +1,333 @@
+"""The study report: results tables (Markdown and LaTeX), figures, protocol, splits and versions.
+
+``report.md`` links its figures in ``figures/``; ``report.html`` is the same text with the figures
+embedded, so it can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from emfm import rundir
+from emfm._io import atomic_write_text
+from emfm.study.aggregate import summarise_cells
+from emfm.study.config import StudyConfig
+from emfm.study.grid import RunSpec
+
+# The study's own figures (protocol.md): official DINOv2 with registers at 1022 px, deconv head.
+REFERENCE = [
+    ("DINOv2 ViT-S/14", "0.606 ± 0.008", "0.731 ± 0.007"),
+    ("DINOv2 ViT-B/14", "0.716 ± 0.009", "0.774 ± 0.005"),
+    ("DINOv2 ViT-L/14", "0.717 ± 0.006", "0.802 ± 0.007"),
+    ("DINOv2 ViT-g/14", "0.783 ± 0.002", "0.852 ± 0.003"),
+]
+
+
+def _fmt(mean: float, sd: float | None, n: int) -> str:
+    return f"{mean:.3f} ± {sd:.3f} (n={n})" if sd is not None else f"{mean:.3f} (n={n})"
+
+
+def _row_label(cell: dict[str, Any]) -> tuple[str, ...]:
+    label = cell["ablation"] or ("balanced" if str(cell["balance"]) == "True" else "")
+    return (cell["backbone"], cell["adapter"], cell["head"], cell["train_sets"].replace("+", " + "), label)
+
+
+def results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[tuple[str, ...]]]:
+    """Header, body (formatted cells) and row keys: one row per grid cell, one column per test set."""
+    cells = summarise_cells(rows)
+    tests: list[str] = []
+    for c in cells:
+        if c["test_set"] not in tests:
+            tests.append(c["test_set"])
+    tests.sort(key=lambda t: (t == "pooled", t))
+    keyed: dict[tuple[str, ...], dict[str, str]] = {}
+    for c in cells:
+        keyed.setdefault(_row_label(c), {})[c["test_set"]] = _fmt(c["mean"], c["sd"], c["n"])
+    header = ["backbone", "adapter", "head", "trained on", "variant", *[f"IoU {t}" for t in tests]]
+    body = [[*key, *[vals.get(t, "–") for t in tests]] for key, vals in keyed.items()]
+    return header, body, list(keyed)
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def latex_table(header: Sequence[str], body: Sequence[Sequence[str]], caption: str) -> str:
+    def esc(s: str) -> str:
+        s = s.replace("±", "$\\pm$")
+        return re.sub(r"([_&%#])", r"\\\1", s)
+
+    cols = "l" * 5 + "c" * (len(header) - 5)
+    lines = [
+        "\\begin{table}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
+        " & ".join(esc(h) for h in header) + " \\\\", "\\midrule",
+        *[" & ".join(esc(c) for c in row) + " \\\\" for row in body],
+        "\\bottomrule", "\\end{tabular}", f"\\caption{{{esc(caption)}}}", "\\end{table}",
+    ]
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_by_train_set(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """IoU per test set (panels) and training set (groups), one bar per backbone/adapter/variant,
+    with each seed as a dot and the sd as an error bar: single vs joint training at a glance."""
+    import numpy as np
+
+    plt = _pyplot()
+    cells = [c for c in summarise_cells(rows) if c["test_set"] != "pooled"]
+    tests = sorted({c["test_set"] for c in cells})
+    trains = list(dict.fromkeys(c["train_sets"] for c in cells))
+    series = list(dict.fromkeys((c["backbone"], c["adapter"], c["head"], c["ablation"]) for c in cells))
+    fig, axes = plt.subplots(1, len(tests), figsize=(max(5.5, 2.2 * len(trains)) * len(tests), 4.4), dpi=110,
+                             squeeze=False)
+    width = 0.8 / max(len(series), 1)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    many_backbones = len({t[0] for t in series}) > 1
+    for ax, test in zip(axes[0], tests):
+        labelled: set[int] = set()
+        for k, ser in enumerate(series):
+            label = " ".join(p for p in (ser[1], ser[2], ser[3]) if p) + (f" [{ser[0]}]" if many_backbones else "")
+            for j, train in enumerate(trains):
+                match = [c for c in cells if c["test_set"] == test and c["train_sets"] == train
+                         and (c["backbone"], c["adapter"], c["head"], c["ablation"]) == ser]
+                if not match:
+                    continue
+                c = match[0]
+                x = j - 0.4 + width * (k + 0.5)
+                ax.bar(x, c["mean"], width * 0.9, yerr=c["sd"] or 0, capsize=3, color=colors[k % len(colors)],
+                       label=None if k in labelled else label)
+                labelled.add(k)
+                ax.scatter(np.full(len(c["values"]), x), c["values"], s=10, color="black", zorder=3)
+        ax.set_xticks(range(len(trains)), [t.replace("+", "\n+ ") for t in trains])
+        ax.set_title(f"tested on {test}")
+        ax.set_xlabel("trained on")
+        ax.set_ylabel("foreground IoU (pooled)")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    fig.legend(uniq.values(), uniq.keys(), loc="upper center", ncol=min(len(uniq), 4), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_by_backbone(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """In-domain IoU (trained and tested on the same single set) by backbone and adapter, with seeds."""
+    import numpy as np
+
+    plt = _pyplot()
+    cells = [c for c in summarise_cells(rows) if c["train_sets"] == c["test_set"] and not c["ablation"]]
+    tests = sorted({c["test_set"] for c in cells})
+    backbones = list(dict.fromkeys(c["backbone"] for c in cells))
+    adapters = list(dict.fromkeys((c["adapter"], c["head"]) for c in cells))
+    fig, axes = plt.subplots(1, max(len(tests), 1), figsize=(max(4.5, 1.8 * len(backbones) * len(adapters)) * max(len(tests), 1) / 1.5, 4.2),
+                             dpi=110, squeeze=False)
+    width = 0.8 / max(len(adapters), 1)
+    for ax, test in zip(axes[0], tests):
+        for k, ad in enumerate(adapters):
+            xs, means, sds = [], [], []
+            for j, b in enumerate(backbones):
+                m = [c for c in cells if c["test_set"] == test and c["backbone"] == b and (c["adapter"], c["head"]) == ad]
+                if m:
+                    x = j - 0.4 + width * (k + 0.5)
+                    xs.append(x); means.append(m[0]["mean"]); sds.append(m[0]["sd"] or 0)
+                    ax.scatter(np.full(len(m[0]["values"]), x), m[0]["values"], s=10, color="black", zorder=3)
+            ax.bar(xs, means, width * 0.9, yerr=sds, capsize=3, label=f"{ad[0]} + {ad[1]}")
+        ax.set_xticks(range(len(backbones)), backbones, rotation=15, ha="right")
+        ax.set_title(f"trained and tested on {test}")
+        ax.set_ylabel("foreground IoU (pooled)")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _splits_text(specs: Sequence[RunSpec], out: Path) -> str:
+    seen: dict[str, str] = {}
+    for spec in specs:
+        path = spec.directory(out) / "splits.json"
+        if not path.is_file():
+            continue
+        splits = json.loads(path.read_text())
+        for key, value in splits.items():
+            if key.startswith("test:"):
+                name = key[5:]
+                ids = value["test"]
+                seen.setdefault(f"{name} test", f"{len(ids)} slices" + (f": {', '.join(ids)}" if len(ids) <= 20 else f" ({ids[0]}..{ids[-1]})"))
+            else:
+                seen.setdefault(f"{key} train/val", f"{len(value['train'])} / {len(value['val'])} slices"
+                                + (f" (val: {', '.join(value['val'])})" if len(value["val"]) <= 20 else ""))
+    return "\n".join(f"- {k}: {v}" for k, v in seen.items())
+
+
+def _versions(specs: Sequence[RunSpec], out: Path) -> str:
+    for spec in specs:
+        path = spec.directory(out) / rundir.ENV_NAME
+        if path.is_file():
+            env = json.loads(path.read_text())
+            libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
+            return f"emfm {env['emfm']} (commit {env['git_commit']}), Python {env['python']}, {libs}; {env['platform']}"
+    return "no run has finished yet"
+
+
+def _analysis_section(analysis: dict[str, dict], out: Path, figures: Path) -> str:
+    import shutil
+
+    from emfm.study.runner import analysis_dir
+
+    parts = []
+    for backbone, result in analysis.items():
+        name = result.get("backbone", {}).get("name") if isinstance(result.get("backbone"), dict) else Path(backbone).name
+        parts.append(f"### {name}\n")
+        parts.append("```json\n" + json.dumps(_analysis_digest(result), indent=2) + "\n```\n")
+        src = analysis_dir(out, backbone)
+        for png in sorted(src.glob("*.png")):
+            dest = figures / f"analysis_{src.name}_{png.name}"
+            shutil.copyfile(png, dest)
+            parts.append(f"![{png.stem}](figures/{dest.name})\n")
+    return "\n".join(parts) if parts else "No analysis was run (add an `analysis:` section to the study config)."
+
+
+def _analysis_digest(result: dict[str, Any], depth: int = 0) -> Any:
+    """The analysis numbers without per-sample arrays, rounded, for the report."""
+    if isinstance(result, dict):
+        return {k: _analysis_digest(v, depth + 1) for k, v in result.items()
+                if not (isinstance(v, list) and len(v) > 24)}
+    if isinstance(result, float):
+        return round(result, 4)
+    if isinstance(result, list):
+        return [_analysis_digest(v, depth + 1) for v in result]
+    return result
+
+
+def write_report(
+    study: StudyConfig,
+    specs: Sequence[RunSpec],
+    rows: Sequence[dict[str, Any]],
+    analysis: dict[str, dict],
+    out: str | Path,
+) -> dict[str, str]:
+    """Write ``report.md``, ``report.html``, ``results.tex`` and ``figures/`` under ``out``."""
+    import markdown
+
+    out = Path(out)
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    header, body, _ = results_table(rows)
+    caption = f"Foreground IoU (pooled over each test set, native resolution), mean ± sd over seeds; study {study.name}."
+    latex = latex_table(header, body, caption)
+    atomic_write_text(out / "results.tex", latex + "\n")
+    if rows:
+        plot_by_train_set(rows, figures / "iou_by_train_set.png")
+        plot_by_backbone(rows, figures / "iou_by_backbone.png")
+    d = study.defaults
+    done = len({r["run_id"] for r in rows})
+    pairing_rows = [r for r in body if r[4]]
+    text = f"""# emfm study: {study.name}
+
+{study.description.strip()}
+
+Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; {done} of {len(specs)} runs complete.
+
+## Results
+
+Foreground IoU pooled over each test set (total intersection over total union of the foreground class,
+at each mask's native resolution), mean ± sample SD over seeds, n = number of seeds. "pooled" is the
+union of all test sets, dominated by the larger one. Per-run numbers, Dice and the study's resized-
+resolution IoU are in `results.csv`.
+
+{markdown_table(header, body) if body else "No run has finished yet."}
+
+![IoU by training set](figures/iou_by_train_set.png)
+
+![IoU by backbone and adapter](figures/iou_by_backbone.png)
+
+LaTeX (also in `results.tex`):
+
+```latex
+{latex}
+```
+
+## Ablations
+
+{("Rows with a variant label are ablations. `text-sorted` pairs Lucchi++ images with masks by text-sorted file names, "
+  "the data-composition mistake behind the study's ~0.05 joint-training figures: it applies to the training data; "
+  "test sets are always paired by number, so these rows measure the damage done to the model. Compare each with the "
+  "same row without the label.") if pairing_rows else "No ablation in this study."}
+
+## Reference: the published study
+
+Official DINOv2 with registers, 1022 px, deconv head, Lucchi++ (Fuster-Barceló and Uhlmann 2026, read from its
+repository; mean ± SD over 5 seeds, IoU at the resized resolution). Not comparable one to one with backbones of other
+weights, heads or resolutions.
+
+| backbone | Lucchi++ frozen | Lucchi++ LoRA |
+| --- | --- | --- |
+{chr(10).join(f"| {a} | {b} | {c} |" for a, b, c in REFERENCE)}
+
+## Representation analysis
+
+{_analysis_section(analysis, out, figures)}
+
+## Protocol
+
+- Backbones: {", ".join(f"`{Path(b).name}`" for b in study.backbones)}. A backbone is reported under its own name;
+  a local checkpoint is never called by the name of the model it was initialised from.
+- Adapters: {", ".join(study.adapters)}; heads: {", ".join(study.heads)}; seeds: {", ".join(map(str, study.seeds))}.
+- Shared settings: {", ".join(f"{k}={v}" for k, v in d.items() if k not in ("data_root", "cache_dir")) or "the defaults"}.
+- Per-adapter settings: {"; ".join(f"{a}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for a, o in study.adapter_overrides.items()) or "none"}.
+- Training: AdamW, Dice loss with softmax over both classes, gradient clipping, early stopping on validation
+  loss; the weights of the best validation epoch are kept. Validation: 10% of each training set (seed 42),
+  shipped as split files.
+- Input: grey slices repeated to 3 channels, normalised, resized so the longest edge is the resolution and
+  each side floored to a multiple of the patch size; logits resized bilinearly to each mask's native size
+  before the argmax.
+
+## Splits
+
+{_splits_text(specs, out) or "No run has finished yet."}
+
+## Software
+
+{_versions(specs, out)}
+"""
+    atomic_write_text(out / "report.md", text)
+    html_body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+
+    def embed(match: re.Match) -> str:
+        path = out / match.group(1)
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    html_body = re.sub(r'src="([^"]+\.png)"', embed, html_body)
+    html = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>emfm study {study.name}</title><style>"
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+        "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "th{background:#f3f3f3}img{max-width:100%}pre{background:#f7f7f7;padding:0.8em;overflow-x:auto}"
+        f"</style></head><body>{html_body}</body></html>"
+    )
+    atomic_write_text(out / "report.html", html)
+    return {"report": str(out / "report.md"), "html": str(out / "report.html")}
