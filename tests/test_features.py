@@ -1,0 +1,76 @@
+"""The feature cache: reused across calls, keyed by everything that changes features, self-checking."""
+
+import numpy as np
+import pytest
+import torch
+
+from emfm.backbones._base import Backbone, BackboneOutput
+from emfm.data._stack import SliceStack
+from emfm.features import FeatureCache, encode_stack
+
+
+class CountingBackbone(Backbone):
+    """A deterministic stand-in that counts how often it runs (the cache's subject here)."""
+
+    def __init__(self, weights_id: str = "w1") -> None:
+        super().__init__()
+        self.name, self.family, self.patch_size, self.embed_dim, self.num_layers = "counting", "test", 14, 4, 1
+        self.mean, self.std, self.weights_id, self.lora_target_modules = (0.5,) * 3, (0.5,) * 3, weights_id, []
+        self.model = torch.nn.Conv2d(3, 4, 14, stride=14)
+        self.calls = 0
+
+    def encode(self, pixels, layers=None):
+        self.calls += 1
+        grid = self.model(pixels)
+        return BackboneOutput(grid, grid.mean((2, 3)), {j: grid * 2 for j in (layers or [])})
+
+
+def stack(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    imgs = [rng.integers(0, 255, (28, 42), dtype=np.uint8) for _ in range(n)]
+    return SliceStack("toy", "train", [f"{i:02d}" for i in range(n)], imgs, [np.zeros((28, 42), np.uint8)] * n)
+
+
+def test_second_pass_reads_the_cache_and_never_calls_the_backbone(tmp_path):
+    torch.manual_seed(0)
+    bb, cache, st = CountingBackbone(), FeatureCache(tmp_path), stack()
+    first = encode_stack(bb, st, resolution=42, cache=cache, progress=False)
+    assert (bb.calls, first.n_computed, first.n_cached) == (3, 3, 0)
+    again = encode_stack(bb, st, resolution=42, cache=cache, progress=False)
+    assert (bb.calls, again.n_computed, again.n_cached) == (3, 0, 3)
+    assert all(torch.equal(a, b) for a, b in zip(first.grids, again.grids))
+    assert first.grids[0].shape == (4, 2, 3)
+
+
+def test_key_changes_with_resolution_weights_and_normalisation(tmp_path):
+    bb, cache, st = CountingBackbone(), FeatureCache(tmp_path), stack(1)
+    encode_stack(bb, st, resolution=42, cache=cache, progress=False)
+    encode_stack(bb, st, resolution=28, cache=cache, progress=False)
+    encode_stack(bb, st, resolution=42, cache=cache, mean=(0.4,) * 3, progress=False)
+    encode_stack(CountingBackbone("w2"), st, resolution=42, cache=cache, progress=False)
+    assert bb.calls == 3 and len(list(tmp_path.rglob("*.safetensors"))) == 4
+
+
+def test_missing_layers_are_computed_and_the_entry_grows(tmp_path):
+    bb, cache, st = CountingBackbone(), FeatureCache(tmp_path), stack(1)
+    encode_stack(bb, st, resolution=42, cache=cache, progress=False)
+    f = encode_stack(bb, st, resolution=42, cache=cache, layers=[0], progress=False)
+    assert bb.calls == 2 and torch.equal(f.layers[0][0], f.grids[0] * 2)
+    encode_stack(bb, st, resolution=42, cache=cache, progress=False)
+    assert bb.calls == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_entries_are_rebuilt_not_used(tmp_path, damage, caplog):
+    bb, cache, st = CountingBackbone(), FeatureCache(tmp_path), stack(1)
+    good = encode_stack(bb, st, resolution=42, cache=cache, progress=False).grids[0]
+    (path,) = tmp_path.rglob("*.safetensors")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[-3] ^= 0xFF  # a flipped bit in the tensor payload
+        path.write_bytes(bytes(data))
+    again = encode_stack(bb, st, resolution=42, cache=cache, progress=False)
+    assert bb.calls == 2 and torch.equal(again.grids[0], good)
+    assert "recomputing" in caplog.text
