@@ -1,0 +1,138 @@
+"""Figures of the representation analysis, drawn with matplotlib's Agg canvas.
+
+Figures are built as ``matplotlib.figure.Figure`` objects rather than through pyplot, so nothing here
+touches pyplot's global state or the user's interactive backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emfm._io import atomic_path
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def plot_pca_scatter(
+    coords: Mapping[str, np.ndarray],
+    explained: Sequence[float],
+    path: str | Path,
+    *,
+    title: str,
+) -> Path:
+    """Scatter of the first two principal components, one colour per dataset.
+
+    Args:
+        coords: dataset name -> (n, 2) coordinates on PC1 and PC2.
+        explained: explained-variance ratios of PC1 and PC2 (shown in the axis labels, in %).
+        path: where to write the PNG.
+        title: figure title (name the backbone and the embedding).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 5.2))
+    ax = fig.add_subplot()
+    markers = "os^Dvx"
+    for i, (name, xy) in enumerate(coords.items()):
+        xy = np.asarray(xy)
+        ax.scatter(xy[:, 0], xy[:, 1], s=22, alpha=0.75, marker=markers[i % len(markers)], label=f"{name} (n={len(xy)})")
+    ax.set_xlabel(f"PC1 ({100 * explained[0]:.1f}% of variance)")
+    ax.set_ylabel(f"PC2 ({100 * explained[1]:.1f}% of variance)" if len(explained) > 1 else "PC2")
+    ax.set_title(title, fontsize=10)
+    ax.legend(title="dataset")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_pca_rgb(panels: Sequence[Mapping[str, Any]], path: str | Path, *, title: str) -> Path:
+    """Per dataset, one slice beside an RGB picture of its patch features' first three components.
+
+    Args:
+        panels: per dataset ``{"dataset", "slice_id", "image" (2-D), "rgb" (h, w, 3) in [0, 1],
+            "explained" (3 ratios)}``.
+        path: where to write the PNG.
+        title: figure title.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4.2 * len(panels)))
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for row, panel in zip(axes, panels):
+        image = np.asarray(panel["image"])
+        h, w = image.shape
+        row[0].imshow(image, cmap="gray")
+        row[0].set_title(f"{panel['dataset']}, slice {panel['slice_id']}", fontsize=10)
+        # The patch grid covers the whole slice: draw it over the same extent.
+        row[1].imshow(panel["rgb"], interpolation="nearest", extent=(0, w, h, 0))
+        ev = ", ".join(f"{100 * r:.1f}%" for r in panel["explained"])
+        row[1].set_title(f"patch features, PC1-3 as RGB ({ev} of variance)", fontsize=10)
+        for ax in row:
+            ax.set_xlabel("x (px)")
+            ax.set_ylabel("y (px)")
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_probe_curve(curves: Mapping[str, Mapping[str, Any]], path: str | Path, *, title: str) -> Path:
+    """Patch-probe foreground IoU per layer, one line per dataset, with the all-foreground floor.
+
+    Args:
+        curves: dataset name -> ``{"layers": [...], "iou": [...], "trivial_iou": float}``.
+        path: where to write the PNG.
+        title: figure title.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for i, (name, curve) in enumerate(curves.items()):
+        iou = [np.nan if v is None else v for v in curve["iou"]]
+        line = ax.plot(curve["layers"], iou, marker="o", label=f"{name} (test patches: {curve['n_test_patches']})")[0]
+        if curve.get("trivial_iou") is not None:
+            ax.axhline(curve["trivial_iou"], color=line.get_color(), ls=":", lw=1, label=f"{name}: all-foreground IoU")
+    ax.set_xlabel("block (0-based; the last is the final output)")
+    ax.set_ylabel("foreground IoU of patches (test split)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_distances(panels: Sequence[Mapping[str, Any]], path: str | Path, *, title: str) -> Path:
+    """Each estimator's between-dataset distance with its interval, beside the within-dataset baselines.
+
+    Args:
+        panels: per estimator ``{"title": str, "rows": [(label, value, low, high), ...]}``; the first row
+            is the between-dataset distance, the others the split-half baselines.
+        path: where to write the PNG.
+        title: figure title.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        rows = panel["rows"]
+        ypos = np.arange(len(rows))[::-1]
+        for y, (label, value, low, high) in zip(ypos, rows):
+            color = "C3" if y == ypos[0] else "C0"
+            ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=4)
+        ax.set_yticks(ypos, [r[0] for r in rows], fontsize=8)
+        ax.set_xlabel("distance")
+        ax.set_title(panel["title"], fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
