@@ -1,0 +1,164 @@
+"""``emfm data fetch``: download a dataset's public archive, verify it, and unpack it atomically.
+
+Steps, so that nothing half-written is ever where a reader would look:
+
+1. stream the archive to a temporary file beside the destination, hashing as it arrives (a
+   progress bar on stderr), and refuse a download shorter than its Content-Length;
+2. check its sha256 against the dataset's :attr:`~emfm.data._datasets.EMDataset.archive_sha256`;
+3. unpack into a temporary folder beside the destination and find the dataset's folders inside it
+   (archives carry a top folder of their own, e.g. ``Lucchi++/``);
+4. where the archive's sha256 is not known, verify the decoded stacks against the dataset's
+   reference checksums instead;
+5. ``os.replace`` that folder to the destination in one step, and remove the temporaries.
+
+The URL can be overridden per call (``url=``, ``--url``) or by ``$EMFM_<NAME>_URL`` (e.g.
+``EMFM_LUCCHI_PP_URL``), for mirrors and tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from emfm.data._datasets import EMDataset, get_dataset
+from emfm.errors import DataError, DownloadError
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+def url_env_var(name: str) -> str:
+    """The environment variable that overrides a dataset's URL: ``EMFM_LUCCHI_PP_URL``."""
+    return "EMFM_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_URL"
+
+
+def _by_hand(ds: EMDataset, dest: Path) -> str:
+    return f"download it by hand and unpack it so that {dest} holds {ds.layout_summary()}"
+
+
+def _download(url: str, target: Path, *, progress: bool) -> str:
+    """Stream ``url`` into ``target``; return its sha256. Raises DownloadError on any failure."""
+    from tqdm.auto import tqdm
+
+    # urllib streams with the standard library alone; a short loop is all the download needs.
+    h = hashlib.sha256()
+    got = 0
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp, open(target, "wb") as out:
+            length = resp.headers.get("Content-Length")
+            expected = int(length) if length and length.isdigit() else None
+            with tqdm(total=expected, unit="B", unit_scale=True, desc=Path(url.split("?")[0]).name or "download",
+                      disable=not progress, leave=False) as bar:
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    h.update(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+    except http.client.IncompleteRead as exc:
+        raise DownloadError(f"download of {url} was cut short after {got + len(exc.partial)} bytes") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadError(f"could not download {url}: {reason}") from exc
+    if expected is not None and got != expected:
+        raise DownloadError(f"download of {url} was cut short: got {got} of {expected} bytes")
+    return h.hexdigest()
+
+
+def _verify_decoded(ds: EMDataset, root: Path, url: str) -> None:
+    from emfm.data.check import _check_stack, CheckReport
+
+    report = CheckReport(dataset=ds.name, root=str(root), mask_rule=ds.mask_rule.description)
+    for stack in ds.stacks(root):
+        _check_stack(ds, root, stack, report, progress=True)
+    if report.errors:
+        raise DownloadError(f"the archive from {url} does not hold the published {ds.name}: {report.errors[0]}")
+
+
+def fetch_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download and unpack a registered dataset; return the folder it is in.
+
+    Args:
+        name: a registered dataset name (``lucchi_pp``, ``vnc``).
+        root: the dataset's own folder to create (None: ``data_root() / name``). It must not exist or
+            be empty; if it already holds the dataset, nothing is downloaded.
+        url: download from here instead (else ``$EMFM_<NAME>_URL``, else the dataset's URL).
+        sha256: expected sha256 of the archive (else the dataset's :attr:`archive_sha256`; when that
+            is None too, the decoded stacks are verified against the reference checksums instead).
+        progress: progress bars on stderr.
+
+    Raises:
+        DownloadError: offline, network error, truncated download, checksum mismatch, or an archive
+            without the expected folders. Nothing is left at ``root`` then.
+        DataError: ``name`` is a folder dataset, or ``root`` holds something else.
+    """
+    ds = get_dataset(name)
+    if ds.url is None:
+        raise DataError(f"{ds.name}: has nothing to download; a folder dataset is already on your disk.")
+    dest = Path(root).expanduser() if root is not None else ds.default_root()
+    source = url or os.environ.get(url_env_var(ds.name)) or ds.url
+    expected = sha256 or ds.archive_sha256
+    if dest.is_dir() and any(dest.iterdir()):
+        try:
+            ds.resolve_root(dest)
+        except DataError:
+            raise DataError(
+                f"{dest} exists and is not empty, but does not hold {ds.name}; move it away or pass --root DIR."
+            ) from None
+        logger.info("%s is already at %s; nothing downloaded.", ds.name, dest)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".download", dir=dest.parent)
+    os.close(fd)
+    archive = Path(tmp_name)
+    unpacked = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpack", dir=dest.parent))
+    try:
+        try:
+            digest = _download(source, archive, progress=progress)
+        except DownloadError as exc:
+            raise DownloadError(f"{exc}. Check your connection, or {_by_hand(ds, dest)}.") from exc
+        if expected is not None and digest != expected:
+            raise DownloadError(
+                f"the archive from {source} has sha256 {digest}, expected {expected}: it is corrupt or not the "
+                f"published {ds.name}. Try again, or {_by_hand(ds, dest)}."
+            )
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(unpacked)  # zipfile drops absolute paths and '..' from member names
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DownloadError(f"the archive from {source} cannot be unpacked ({exc}).") from exc
+        found = ds.find_root(unpacked)
+        if found is None:
+            raise DownloadError(
+                f"the archive from {source} holds no {ds.layout_summary()}; {_by_hand(ds, dest)}."
+            )
+        if expected is None:
+            logger.info("%s: no archive sha256 known; verifying the decoded stacks instead.", ds.name)
+            _verify_decoded(ds, found, source)
+        if dest.is_dir():
+            dest.rmdir()  # empty (checked above); os.replace cannot replace a folder otherwise on all systems
+        os.replace(found, dest)
+    finally:
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
+    logger.info("%s unpacked to %s", ds.name, dest)
+    return dest
