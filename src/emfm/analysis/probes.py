@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,6 +136,92 @@ def _fit_patch_probe(tokens: np.ndarray, labels: np.ndarray) -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)).fit(tokens, labels)
 
 
+class MitochondriaProbe:
+    """Per-layer linear read-out of foreground patches, scored by pooled patch IoU on test images.
+
+    Fed one image at a time, so that a caller can stream images out of the feature cache: first every
+    training image (:meth:`add_train`), then :meth:`fit`, then every test image (:meth:`add_test`), then
+    :meth:`result`. From each training image ``patches_per_image`` patches are drawn without replacement
+    (seeded; the same patches for every layer). Per layer, StandardScaler -> LogisticRegression(L2,
+    C = 1, max_iter = 1000) is fitted on them; a test patch is foreground if its probability is >= 0.5,
+    and IoU = tp / (tp + fp + fn) over all test patches. ``trivial_iou`` is the IoU of calling every
+    patch foreground (the test set's foreground fraction): the floor a useful probe must clear. An IoU
+    is None where it is undefined (no foreground in the test patches and none predicted).
+    """
+
+    def __init__(self, layers: Sequence[int], *, patches_per_image: int, seed: int = 0) -> None:
+        self.layers = list(layers)
+        self.patches_per_image = patches_per_image
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._feats: dict[int, list[np.ndarray]] = {layer: [] for layer in self.layers}
+        self._labels: list[np.ndarray] = []
+        self._probes: dict[int, Any] = {}
+        self._counts = {layer: np.zeros(3, dtype=np.int64) for layer in self.layers}  # tp, fp, fn
+        self._n_test = self._n_test_fg = self._n_test_images = 0
+        self._n_train = self._n_train_fg = 0
+
+    def add_train(self, tokens: Mapping[int, np.ndarray], labels: np.ndarray) -> None:
+        """One training image: ``{layer: (P, C)}`` tokens and its (P,) foreground labels."""
+        labels = np.asarray(labels, dtype=bool)
+        pick = self._rng.choice(len(labels), min(self.patches_per_image, len(labels)), replace=False)
+        for layer in self.layers:
+            self._feats[layer].append(np.asarray(tokens[layer], dtype=np.float32)[pick])
+        self._labels.append(labels[pick])
+
+    def fit(self, *, progress: bool = False) -> None:
+        """Fit one probe per layer on the sampled training patches.
+
+        Raises:
+            DataError: if the training sample holds only one class.
+        """
+        from tqdm.auto import tqdm
+
+        y = np.concatenate(self._labels) if self._labels else np.zeros(0, dtype=bool)
+        self._n_train, self._n_train_fg = int(y.size), int(y.sum())
+        if y.size == 0 or y.all() or not y.any():
+            raise DataError(
+                f"the mitochondria probe's training sample ({y.size} patches from {len(self._labels)} images) "
+                f"has {int(y.sum())} foreground patches; it needs both classes: check the masks or sample "
+                f"more patches"
+            )
+        for layer in tqdm(self.layers, desc="fitting patch probes", disable=not progress, leave=False):
+            self._probes[layer] = _fit_patch_probe(np.concatenate(self._feats.pop(layer)), y)
+
+    def add_test(self, tokens: Mapping[int, np.ndarray], labels: np.ndarray) -> None:
+        """One test image: predict every patch with each layer's probe and count tp, fp, fn."""
+        truth = np.asarray(labels, dtype=bool)
+        for layer in self.layers:
+            pred = self._probes[layer].predict_proba(np.asarray(tokens[layer], dtype=np.float32))[:, 1] >= 0.5
+            self._counts[layer] += [np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth)]
+        self._n_test += truth.size
+        self._n_test_fg += int(truth.sum())
+        self._n_test_images += 1
+
+    def result(self) -> dict[str, Any]:
+        """IoU per layer with its counts, and the sample sizes behind it."""
+        per_layer = {}
+        for layer in self.layers:
+            tp, fp, fn = (int(v) for v in self._counts[layer])
+            union = tp + fp + fn
+            per_layer[layer] = {"iou": tp / union if union else None, "tp": tp, "fp": fp, "fn": fn}
+        return {
+            "classifier": "StandardScaler -> LogisticRegression(L2, C=1, max_iter=1000), threshold 0.5",
+            "layers": list(self.layers),
+            "iou": [per_layer[layer]["iou"] for layer in self.layers],
+            "per_layer": per_layer,
+            "n_train_images": len(self._labels),
+            "n_train_patches": self._n_train,
+            "n_train_foreground": self._n_train_fg,
+            "patches_per_image": self.patches_per_image,
+            "n_test_images": self._n_test_images,
+            "n_test_patches": self._n_test,
+            "n_test_foreground": self._n_test_fg,
+            "trivial_iou": self._n_test_fg / self._n_test if self._n_test else None,
+            "seed": self.seed,
+        }
+
+
 def mitochondria_probe(
     train: Iterable[PatchItem],
     test: Iterable[PatchItem],
@@ -145,73 +231,15 @@ def mitochondria_probe(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Per-layer linear read-out of foreground patches, scored by pooled patch IoU on the test images.
-
-    For each training image, ``patches_per_image`` patches are drawn without replacement (seeded; the
-    same patches for every layer). Per layer, StandardScaler -> LogisticRegression(L2, C = 1,
-    max_iter = 1000) is fitted on them; each test patch is foreground if its probability is >= 0.5, and
-    IoU = tp / (tp + fp + fn) over all test patches. The test images are streamed, so every test patch
-    counts without holding all of them in memory. ``trivial_iou`` is the IoU of calling every patch
-    foreground (the test set's foreground fraction): the floor a useful probe must clear. An IoU is None
-    where it is undefined (no foreground in the test patches and none predicted).
-
-    Args:
-        train, test: per image, ({layer: tokens (P, C)}, labels (P,) bool).
-        layers: the layers to probe (keys of each item's dict).
-        patches_per_image: training patches sampled per image.
-        seed: sampling seed.
-        progress: show progress bars.
+    """Fit and score a :class:`MitochondriaProbe` on two iterables of (tokens per layer, labels).
 
     Raises:
         DataError: if the training sample holds only one class.
     """
-    from tqdm.auto import tqdm
-
-    rng = np.random.default_rng(seed)
-    feats: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    ys: list[np.ndarray] = []
-    n_train_images = 0
+    probe = MitochondriaProbe(layers, patches_per_image=patches_per_image, seed=seed)
     for tokens, labels in train:
-        pick = rng.choice(len(labels), min(patches_per_image, len(labels)), replace=False)
-        for layer in layers:
-            feats[layer].append(np.asarray(tokens[layer])[pick])
-        ys.append(np.asarray(labels, dtype=bool)[pick])
-        n_train_images += 1
-    y = np.concatenate(ys) if ys else np.zeros(0, dtype=bool)
-    if y.size == 0 or y.all() or not y.any():
-        raise DataError(
-            f"the mitochondria probe's training sample ({y.size} patches from {n_train_images} images) has "
-            f"{int(y.sum())} foreground patches; it needs both classes: check the masks or sample more patches"
-        )
-    probes = {}
-    for layer in tqdm(layers, desc="fitting patch probes", disable=not progress, leave=False):
-        probes[layer] = _fit_patch_probe(np.concatenate(feats.pop(layer)), y)
-    counts = {layer: np.zeros(3, dtype=np.int64) for layer in layers}  # tp, fp, fn
-    n_test = n_test_fg = n_test_images = 0
+        probe.add_train(tokens, labels)
+    probe.fit(progress=progress)
     for tokens, labels in test:
-        truth = np.asarray(labels, dtype=bool)
-        for layer in layers:
-            pred = probes[layer].predict_proba(np.asarray(tokens[layer]))[:, 1] >= 0.5
-            counts[layer] += [np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth)]
-        n_test += truth.size
-        n_test_fg += int(truth.sum())
-        n_test_images += 1
-    per_layer = {}
-    for layer in layers:
-        tp, fp, fn = (int(v) for v in counts[layer])
-        union = tp + fp + fn
-        per_layer[layer] = {"iou": tp / union if union else None, "tp": tp, "fp": fp, "fn": fn}
-    return {
-        "classifier": "StandardScaler -> LogisticRegression(L2, C=1, max_iter=1000), threshold 0.5",
-        "layers": list(layers),
-        "iou": [per_layer[layer]["iou"] for layer in layers],
-        "per_layer": per_layer,
-        "n_train_images": n_train_images,
-        "n_train_patches": int(y.size),
-        "n_train_foreground": int(y.sum()),
-        "n_test_images": n_test_images,
-        "n_test_patches": n_test,
-        "n_test_foreground": n_test_fg,
-        "trivial_iou": n_test_fg / n_test if n_test else None,
-        "seed": seed,
-    }
+        probe.add_test(tokens, labels)
+    return probe.result()
