@@ -38,6 +38,8 @@ class Backbone(nn.Module, abc.ABC):
         weights_id: a stable digest of the loaded weights, for cache keys.
         lora_target_modules: module-name suffixes inside :attr:`model` that LoRA adapts.
         model: the underlying transformers module (what peft wraps).
+        num_register_tokens: register / storage tokens the model carries (never in the outputs).
+        source: where the weights came from, for people (hub id and cache path, local path, converted file).
     """
 
     name: str
@@ -50,6 +52,13 @@ class Backbone(nn.Module, abc.ABC):
     weights_id: str
     lora_target_modules: list[str]
     model: nn.Module
+    num_register_tokens: int = 0
+    source: str = ""
+
+    @property
+    def num_params(self) -> int:
+        """Parameters of :attr:`model` (LoRA adapters included once injected)."""
+        return sum(p.numel() for p in self.model.parameters())
 
     @abc.abstractmethod
     def encode(self, pixels: torch.Tensor, layers: Sequence[int] | None = None) -> BackboneOutput:
