@@ -120,9 +120,10 @@ def iter_pairs(
             return SliceRead(f, error=str(exc))
 
     workers = max(1, min(8, (os.cpu_count() or 1)))
-    with ThreadPoolExecutor(workers) as pool, tqdm(
-        total=len(slices), desc=desc, unit="slice", disable=not progress, leave=False
-    ) as bar:
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=len(slices), desc=desc, unit="slice", disable=not progress, leave=False) as bar,
+    ):
         for batch in _chunked(slices, 4 * workers):
             for result in pool.map(work, batch):
                 bar.update(1)

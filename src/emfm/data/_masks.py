@@ -48,8 +48,9 @@ class BinaryMaskRule:
     def apply(self, grey: np.ndarray, path: Path | str) -> tuple[np.ndarray, str | None]:
         values = value_set(grey)
         if not any(set(values) <= a for a in self.allowed):
+            expected = " or ".join(_show(sorted(a)) for a in self.allowed)
             raise DataError(
-                f"{path}: mask has values {_show(values)}, expected {' or '.join(_show(sorted(a)) for a in self.allowed)}. "
+                f"{path}: mask has values {_show(values)}, expected {expected}. "
                 "Save the mask as 0 = background and 1 or 255 = foreground."
             )
         return (grey > 0).view(np.uint8), None

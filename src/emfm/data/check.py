@@ -150,7 +150,9 @@ def _check_stack(ds: EMDataset, root: Path, stack: str, report: CheckReport, pro
     good = result.n_slices - bad
     if good == 0:
         return
-    result.shape = _shape_text(result.n_slices, shapes) if not bad else _shape_text(good, shapes) + f" ({bad} unreadable)"
+    result.shape = (
+        _shape_text(result.n_slices, shapes) if not bad else _shape_text(good, shapes) + f" ({bad} unreadable)"
+    )
     result.dtype = ", ".join(sorted(dtypes))
     result.foreground_fraction = fg / total
     result.foreground = f"{100 * fg / total:.2f}%"
@@ -164,8 +166,17 @@ def _check_stack(ds: EMDataset, root: Path, stack: str, report: CheckReport, pro
         )
     ref: StackReference | None = ds.reference.get(stack)
     if ref is not None:
-        result.expected = {"shape": " x ".join(map(str, ref.shape)), "foreground": ref.foreground, "raw": ref.raw, "mask": ref.mask}
-        for key, got in (("foreground", result.foreground), ("raw", result.raw_sha256_16), ("mask", result.mask_sha256_16)):
+        result.expected = {
+            "shape": " x ".join(map(str, ref.shape)),
+            "foreground": ref.foreground,
+            "raw": ref.raw,
+            "mask": ref.mask,
+        }
+        for key, got in (
+            ("foreground", result.foreground),
+            ("raw", result.raw_sha256_16),
+            ("mask", result.mask_sha256_16),
+        ):
             result.status[key] = "OK" if got == result.expected[key] else "MISMATCH"
         result.status["shape"] = "OK" if result.shape == result.expected["shape"] else "MISMATCH"
         wrong = [k for k, v in result.status.items() if v != "OK"]

@@ -57,8 +57,14 @@ def _download(url: str, target: Path, *, progress: bool) -> str:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp, open(target, "wb") as out:
             length = resp.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
-            with tqdm(total=expected, unit="B", unit_scale=True, desc=Path(url.split("?")[0]).name or "download",
-                      disable=not progress, leave=False) as bar:
+            with tqdm(
+                total=expected,
+                unit="B",
+                unit_scale=True,
+                desc=Path(url.split("?")[0]).name or "download",
+                disable=not progress,
+                leave=False,
+            ) as bar:
                 while True:
                     chunk = resp.read(_CHUNK)
                     if not chunk:
@@ -78,7 +84,7 @@ def _download(url: str, target: Path, *, progress: bool) -> str:
 
 
 def _verify_decoded(ds: EMDataset, root: Path, url: str) -> None:
-    from emfm.data.check import _check_stack, CheckReport
+    from emfm.data.check import CheckReport, _check_stack
 
     report = CheckReport(dataset=ds.name, root=str(root), mask_rule=ds.mask_rule.description)
     for stack in ds.stacks(root):
@@ -148,9 +154,7 @@ def fetch_dataset(
             raise DownloadError(f"the archive from {source} cannot be unpacked ({exc}).") from exc
         found = ds.find_root(unpacked)
         if found is None:
-            raise DownloadError(
-                f"the archive from {source} holds no {ds.layout_summary()}; {_by_hand(ds, dest)}."
-            )
+            raise DownloadError(f"the archive from {source} holds no {ds.layout_summary()}; {_by_hand(ds, dest)}.")
         if expected is None:
             logger.info("%s: no archive sha256 known; verifying the decoded stacks instead.", ds.name)
             _verify_decoded(ds, found, source)

@@ -48,7 +48,9 @@ VAL_SEED = 42
 def _image_files(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: folder of {what} does not exist.")
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
     if not files:
         raise DataError(f"{folder}: holds no {what} (files ending {', '.join(IMAGE_SUFFIXES)}).")
     return files
@@ -88,10 +90,14 @@ def pair_folders(images_dir: Path, masks_dir: Path, pairing: Pairing = "by-numbe
     def order(stem: str) -> tuple[int, str]:
         return (numbers[stem] if numbered else 0, stem)  # type: ignore[return-value]
 
-    if pairing == "text-sorted":
-        by_name_img = {i: p for i, p in enumerate(sorted(images, key=lambda p: p.name))}
-        by_name_mask = {i: p for i, p in enumerate(sorted(masks, key=lambda p: p.name))}
-        pairs = pair_text_sorted(by_name_img, by_name_mask, id_of=str, where=where)
+    if pairing == "text-sorted":  # keyed by number (or stem) only to count who meets their own mask
+        key = "number" if all(number_in_name(p.name) is not None for p in images + masks) else "stem"
+        pairs = pair_text_sorted(
+            _by_key(images, key, images_dir, "images"),  # type: ignore[arg-type]
+            _by_key(masks, key, masks_dir, "masks"),  # type: ignore[arg-type]
+            id_of=str,
+            where=where,
+        )
         return [SliceFiles(s.image.stem, s.image, s.mask) for s in pairs]
     if set(img_stem) == set(mask_stem):
         return [SliceFiles(stem, img_stem[stem], mask_stem[stem]) for stem in sorted(img_stem, key=order)]

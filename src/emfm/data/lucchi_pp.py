@@ -62,7 +62,9 @@ ARCHIVE_SHA256: str | None = "770ce9e98fc6f29c1b1a250c637e6c5125f2b5f1260e5a7687
 
 #: Decoded checksums (shared/README.md): sha256[:16] of each stack in index order, C-order uint8.
 REFERENCE = {
-    "Train": StackReference(shape=(165, 768, 1024), raw="45d77f092b5c6fba", mask="2d930068c1450966", foreground="7.00%"),
+    "Train": StackReference(
+        shape=(165, 768, 1024), raw="45d77f092b5c6fba", mask="2d930068c1450966", foreground="7.00%"
+    ),
     "Test": StackReference(shape=(165, 768, 1024), raw="82c7ad7059f66349", mask="908b416bde9a726e", foreground="6.69%"),
 }
 

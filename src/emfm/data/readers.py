@@ -78,9 +78,7 @@ def _normalise_2d(arr: np.ndarray, where: str) -> np.ndarray:
     """Bring a decoded (H, W) or channel-last (H, W, C) array to a supported (H, W), or explain why not."""
     if arr.ndim == 3:
         if arr.shape[-1] not in (2, 3, 4):
-            raise DataError(
-                f"{where}: has shape {arr.shape}, expected one 2-D slice (H, W) or grey stored as RGB(A)."
-            )
+            raise DataError(f"{where}: has shape {arr.shape}, expected one 2-D slice (H, W) or grey stored as RGB(A).")
         _check_dtype(arr.dtype, where)
         arr = _to_grey(arr, where)
     if arr.ndim != 2:
@@ -108,9 +106,7 @@ def _read_pillow(path: Path) -> np.ndarray:
         elif img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         elif img.mode not in _PILLOW_MODES and not img.mode.startswith("I;16"):
-            raise DataError(
-                f"{path}: image mode {img.mode!r} is not supported; emfm reads {_SUPPORTED_TEXT} images."
-            )
+            raise DataError(f"{path}: image mode {img.mode!r} is not supported; emfm reads {_SUPPORTED_TEXT} images.")
         arr = np.asarray(img)
         mode = img.mode
     if mode == "I":  # 32-bit integer (some 16-bit PNG writers); accept only if it fits uint16
@@ -222,7 +218,7 @@ class Volume(ABC):
     @abstractmethod
     def _read(self, z: int) -> np.ndarray: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: most volumes hold no handle)
         """Release open file handles (no-op where there are none)."""
 
     def __enter__(self) -> Volume:
@@ -435,7 +431,9 @@ def open_volume(path: str | Path) -> Volume:
         raise DataError(f"{spec}: no such file or folder.")
     suffix = file.suffix.lower()
     try:
-        if suffix == ".zarr" or (file.is_dir() and any((file / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))):
+        if suffix == ".zarr" or (
+            file.is_dir() and any((file / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))
+        ):
             return _open_zarr(file, key)
         if suffix in H5_SUFFIXES:
             return _open_h5(file, key)

@@ -67,7 +67,9 @@ LABEL_CLASSES = frozenset({0, 32, 64, 96, 128, 159, 191, 223, 255})
 
 #: Decoded checksums (shared/README.md), over all 20 slices of stack1 in index order.
 REFERENCE = {
-    "stack1": StackReference(shape=(20, 1024, 1024), raw="b845f8b459993f5c", mask="0707a89f8083bf59", foreground="5.38%"),
+    "stack1": StackReference(
+        shape=(20, 1024, 1024), raw="b845f8b459993f5c", mask="0707a89f8083bf59", foreground="5.38%"
+    ),
 }
 
 #: sha256[:16] of ``np.asarray(Image.open(f)) > 127`` over ``stack1/mitochondria/`` (shared/README.md):
@@ -79,6 +81,7 @@ TEST_FRACTION = 0.15
 RAW_NAME = re.compile(r"(\d+)\.tiff?", re.IGNORECASE)
 LABEL_NAME = re.compile(r"labels(\d+)\.png", re.IGNORECASE)
 MITO_NAME = re.compile(r"(\d+)\.png", re.IGNORECASE)
+
 
 def slice_id(index: int) -> str:
     """VNC slice ids are two digits, as in ``raw/NN.tif``: ``"07"``."""
@@ -188,14 +191,18 @@ class VNC(EMDataset):
                 f"{MITO_LABEL} and does not use that folder; a loader trusting it trains on false background."
             )
         if one_bit:
-            same = as_published.hexdigest()[:16] == MITO_FOLDER_AS_PUBLISHED
+            published = ""
+            if as_published.hexdigest()[:16] == MITO_FOLDER_AS_PUBLISHED:
+                published = (
+                    f" (that reading gives the published 'mitochondria > 127' checksum {MITO_FOLDER_AS_PUBLISHED},"
+                    " which this copy reproduces)"
+                )
             out.append(
                 f"stack1/mitochondria/ masks {', '.join(slice_id(i) for i in one_bit)} are 1-bit PNGs (the others "
-                "8-bit): read as 0/1 and thresholded at > 127 they come out blank, the three blank slices of "
-                f"the published check{' (this copy reproduces its checksum ' + MITO_FOLDER_AS_PUBLISHED + ')' if same else ''}"
-                f", although decoded properly they hold {', '.join(f'{fg[i]:.1%}' for i in one_bit)} "
-                f"mitochondria (label map: {', '.join(label_fg(i) for i in one_bit)}). emfm takes VNC "
-                f"mitochondria from labels == {MITO_LABEL} and does not use that folder."
+                f"8-bit): read as 0/1 and thresholded at > 127 they come out blank{published}, although decoded "
+                f"properly they hold {', '.join(f'{fg[i]:.1%}' for i in one_bit)} mitochondria (label map: "
+                f"{', '.join(label_fg(i) for i in one_bit)}). emfm takes VNC mitochondria from labels == "
+                f"{MITO_LABEL} and does not use that folder."
             )
         return out
 
