@@ -25,8 +25,9 @@ def test_rgb_is_min_max_scaled_per_component_and_shows_structure():
     grid = rng.normal(scale=0.1, size=(8, 4, 6))
     grid[0, :2] += 5.0  # the top half differs strongly along one direction
     fit = np.concatenate([grid.reshape(8, -1).T, rng.normal(scale=0.1, size=(50, 8))])
-    rgb = pca_rgb(fit, grid)
+    rgb, explained = pca_rgb(fit, grid)
     assert rgb.shape == (4, 6, 3)
+    assert len(explained) == 3 and explained[0] > 0.5
     np.testing.assert_allclose(rgb.reshape(-1, 3).min(axis=0), 0)
     np.testing.assert_allclose(rgb.reshape(-1, 3).max(axis=0), 1)
     first = rgb[..., 0]

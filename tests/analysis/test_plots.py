@@ -30,3 +30,9 @@ def test_figures_are_written(tmp_path):
     for p in (p1, p2, p3, p4):
         assert _is_png(p)
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_distance_outside_its_interval_is_drawn(tmp_path):
+    # The bootstrap of a biased statistic can sit wholly above the value itself.
+    p = plot_distances([{"title": "full", "rows": [("a vs b", 1.0, 1.5, 2.0)]}], tmp_path / "fd.png", title="t")
+    assert _is_png(p)

@@ -71,9 +71,15 @@ class FrechetResult:
 
 def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> tuple[float, float] | None:
     """Tr(sqrtm(S1 S2)) and the largest dropped imaginary part, or None if sqrtm is unusable."""
+    import warnings
+
     from scipy import linalg
 
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    # sqrtm warns on singular products; that case is expected here (N - 1 < d), flagged in the result,
+    # and its output is checked below for finiteness and a real diagonal instead.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.all(np.isfinite(covmean)):
         return None
     diag = np.diagonal(covmean)

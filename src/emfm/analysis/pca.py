@@ -48,7 +48,7 @@ def fit_pca(x: np.ndarray, n_components: int = 32) -> tuple[Any, dict[str, Any]]
     return pca, summary
 
 
-def pca_rgb(fit_patches: np.ndarray, grid: Any) -> np.ndarray:
+def pca_rgb(fit_patches: np.ndarray, grid: Any) -> tuple[np.ndarray, list[float]]:
     """An RGB picture of one slice's patch features: its first three principal components.
 
     The PCA is fitted on ``fit_patches`` (patch tokens of the slice's dataset, (n, C)); the slice's
@@ -59,9 +59,9 @@ def pca_rgb(fit_patches: np.ndarray, grid: Any) -> np.ndarray:
         grid: the slice's patch-token grid, (C, h, w).
 
     Returns:
-        (h, w, 3) float array in [0, 1].
+        ((h, w, 3) float array in [0, 1], explained-variance ratios of the components on ``fit_patches``).
     """
-    pca, _ = fit_pca(fit_patches, 3)
+    pca, summary = fit_pca(fit_patches, 3)
     tokens = patch_tokens(grid)
     _, h, w = np.asarray(grid).shape
     comp = pca.transform(tokens.astype(np.float64))
@@ -69,4 +69,4 @@ def pca_rgb(fit_patches: np.ndarray, grid: Any) -> np.ndarray:
     scaled = (comp - lo) / np.where(hi > lo, hi - lo, 1.0)
     rgb = np.zeros((h * w, 3))
     rgb[:, : scaled.shape[1]] = scaled
-    return rgb.reshape(h, w, 3)
+    return rgb.reshape(h, w, 3), summary["explained_variance_ratio"]

@@ -67,7 +67,7 @@ def plot_pca_rgb(panels: Sequence[Mapping[str, Any]], path: str | Path, *, title
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 4.2 * len(panels)))
+    fig = Figure(figsize=(9, 3.8 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 2, squeeze=False)
     for row, panel in zip(axes, panels):
         image = np.asarray(panel["image"])
@@ -102,6 +102,9 @@ def plot_probe_curve(curves: Mapping[str, Mapping[str, Any]], path: str | Path, 
         line = ax.plot(curve["layers"], iou, marker="o", label=f"{name} (test patches: {curve['n_test_patches']})")[0]
         if curve.get("trivial_iou") is not None:
             ax.axhline(curve["trivial_iou"], color=line.get_color(), ls=":", lw=1, label=f"{name}: all-foreground IoU")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("block (0-based; the last is the final output)")
     ax.set_ylabel("foreground IoU of patches (test split)")
     ax.set_ylim(0, 1)
@@ -112,27 +115,31 @@ def plot_probe_curve(curves: Mapping[str, Mapping[str, Any]], path: str | Path, 
 
 
 def plot_distances(panels: Sequence[Mapping[str, Any]], path: str | Path, *, title: str) -> Path:
-    """Each estimator's between-dataset distance with its interval, beside the within-dataset baselines.
+    """Each estimator's between-dataset distance with its interval, above the within-dataset baselines.
 
     Args:
         panels: per estimator ``{"title": str, "rows": [(label, value, low, high), ...]}``; the first row
-            is the between-dataset distance, the others the split-half baselines.
+            is the between-dataset distance (drawn in red), the others the split-half baselines.
         path: where to write the PNG.
         title: figure title.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.2 * len(panels), 3.6))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    n_rows = max(len(p["rows"]) for p in panels)
+    fig = Figure(figsize=(8, (0.35 * n_rows + 0.9) * len(panels) + 0.6), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     for ax, panel in zip(axes, panels):
         rows = panel["rows"]
         ypos = np.arange(len(rows))[::-1]
-        for y, (label, value, low, high) in zip(ypos, rows):
-            color = "C3" if y == ypos[0] else "C0"
-            ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=4)
+        for i, (y, (_, value, low, high)) in enumerate(zip(ypos, rows)):
+            # Not an error bar: a small-sample bias can put the value outside its percentile interval.
+            color = "C3" if i == 0 else "C0"
+            ax.plot([low, high], [y, y], color=color, marker="|", markersize=12)
+            ax.plot([value], [y], "o", color=color)
         ax.set_yticks(ypos, [r[0] for r in rows], fontsize=8)
-        ax.set_xlabel("distance")
-        ax.set_title(panel["title"], fontsize=9)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_title(panel["title"], fontsize=9, loc="left")
         ax.grid(alpha=0.3, axis="x")
+    axes[-1].set_xlabel("distance")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
