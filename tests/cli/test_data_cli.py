@@ -96,3 +96,10 @@ def test_fetch_offline_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["data", "fetch", "--no-progress", "--root", str(tmp_path / "l"), "--url", url, "lucchi_pp"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"could not download {url}" in err and "by hand" in err
+
+
+def test_check_data_root_that_is_the_dataset_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_lucchi(tmp_path / "lucchi_pp", n=2)
+    # --data-root pointing at the dataset's own folder still finds it (mismatching synthetic data: exit 1)
+    assert main(["data", "check", "--no-progress", "--data-root", str(tmp_path / "lucchi_pp"), "lucchi_pp"]) == 1
+    assert "slices       2" in capsys.readouterr().out

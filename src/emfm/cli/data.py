@@ -13,6 +13,7 @@ command. Without either: ``$EMFM_DATA/NAME``, else the per-user data directory.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 
@@ -24,7 +25,7 @@ def _add_root_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="list, fetch and check datasets", description=__doc__.split("\n\n")[0])
+    p = sub.add_parser("data", help="list, fetch and check datasets", description="List, fetch and check datasets.")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
 
     ls = dsub.add_parser("list", help="the registered datasets and their facts")
@@ -49,7 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _root(args: argparse.Namespace) -> Path | None:
+def _root(args: argparse.Namespace, *, existing: bool = False) -> Path | None:
+    """The dataset's own folder from ``--root`` or ``--data-root`` (None: the data layer's default).
+
+    With ``existing`` (check), ``--data-root DIR`` that is itself the dataset's folder is taken as
+    such, with a note, so that both readings of the flag find the data.
+    """
     from emfm.paths import dataset_root
 
     if args.root:
@@ -58,7 +64,16 @@ def _root(args: argparse.Namespace) -> Path | None:
         from emfm.errors import DataError
 
         raise DataError(f"{args.name}: a folder dataset carries its own path; do not pass --data-root.")
-    return dataset_root(args.name, args.data_root)
+    root = dataset_root(args.name, args.data_root)
+    if existing and root is not None and not root.exists():
+        from emfm.data import get_dataset
+
+        here = Path(args.data_root).expanduser()
+        required = get_dataset(args.name).required()
+        if required and all((here / r).exists() for r in required):
+            logging.getLogger(__name__).info("%s holds %s itself; using it as the dataset's root", here, args.name)
+            return here
+    return root
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -88,7 +103,7 @@ def run_check(args: argparse.Namespace) -> int:
     from emfm._io import atomic_write_json
     from emfm.data import check_dataset
 
-    report = check_dataset(args.name, _root(args), progress=not args.no_progress)
+    report = check_dataset(args.name, _root(args, existing=True), progress=not args.no_progress)
     print("\n".join(report.lines()))
     if args.json:
         atomic_write_json(args.json, report.to_dict())

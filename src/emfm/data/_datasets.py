@@ -18,7 +18,7 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,11 +370,6 @@ def pair_text_sorted(
         len(images),
     )
     return [SliceFiles(id_of(i), ip, mp) for (i, ip), (_, mp) in zip(img_sorted, mask_sorted)]
-
-
-def own_mask_count(slices: Iterable[SliceFiles], number_of: Callable[[Path], int | None]) -> int:
-    """How many slices are paired with the mask carrying their own index."""
-    return sum(1 for s in slices if number_of(s.image) == number_of(s.mask))
 
 
 DATASETS: Registry[EMDataset] = Registry("dataset")
