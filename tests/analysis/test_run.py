@@ -47,16 +47,9 @@ def datasets(tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory) -> str:
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
+    from emfm.backbones._testing import write_random_checkpoint
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-dinov2")
-    config = Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14, image_size=112
-    )
-    Dinov2Model(config).save_pretrained(path)
-    return str(path)
+    return str(write_random_checkpoint("dinov2", tmp_path_factory.mktemp("tiny-dinov2"), image_size=112))
 
 
 FAST = dict(

@@ -19,16 +19,12 @@ from test_run import _write_folder  # noqa: E402  (the synthetic folder datasets
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
+    from emfm.backbones._testing import write_random_checkpoint
 
     base = tmp_path_factory.mktemp("cli")
     a = _write_folder(base / "a", 0, 8, 2, background=80, texture=5)
     b = _write_folder(base / "b", 1, 5, 2, background=120, texture=40)
-    torch.manual_seed(0)
-    Dinov2Model(
-        Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14)
-    ).save_pretrained(base / "bb")
+    write_random_checkpoint("dinov2", base / "bb", image_size=112)
     return base, f"folder:{a}", f"folder:{b}"
 
 
