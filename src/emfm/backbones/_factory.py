@@ -8,6 +8,7 @@ checkpoint's keys - never from a guess on the name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -200,7 +201,7 @@ def _load_model_dir(
     return family(
         model,
         name=name,
-        weights_id=_hub.digest(files),
+        weights_id=_weights_id(files, num_heads=None, overrides=overrides),
         source=f"{source} (transformers {family.model_class}{dtype_note})",
         mean=record.mean if record else None,
         std=record.std if record else None,
@@ -242,12 +243,25 @@ def _load_official(path: Path, *, name: str, num_heads: int | None, overrides: d
     return family(
         model,
         name=name,
-        weights_id=_hub.digest([path]),
+        weights_id=_weights_id([path], num_heads=num_heads, overrides=overrides),
         source=f"official {fmt.name} checkpoint {path}, converted to transformers {family.model_class}",
         mean=converted.mean,
         std=converted.std,
         extras=converted.extras,
     )
+
+
+def _weights_id(files: list[Path], *, num_heads: int | None, overrides: dict[str, Any]) -> str:
+    """The weight files' digest, combined with any setting the user gave that the files do not hold.
+
+    A feature cache keyed by this never mixes outputs of one file loaded with different settings.
+    """
+    digest = _hub.digest(files)
+    settings = {**({"num_heads": num_heads} if num_heads is not None else {}), **overrides}
+    if not settings:
+        return digest
+    blob = json.dumps({"weights": digest, "settings": settings}, sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _stored_dtype(directory: Path) -> str:

@@ -191,6 +191,9 @@ class _Context:
                 f"{self.label}: revision {self.revision!r} does not exist; pass an existing revision= "
                 "or leave it out for main"
             ) from None
+        except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
+            # the hub cannot be reached and the file is not cached (a subclass of EntryNotFoundError)
+            raise self._not_cached(f"the hub could not be reached ({_short(exc)})") from None
         except hub_errors.EntryNotFoundError:
             if optional:
                 return None
@@ -198,9 +201,6 @@ class _Context:
                 f"{self.label} has no file {filename!r}; it is not a transformers model repository. "
                 "Pass a local directory or checkpoint file instead"
             ) from None
-        except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
-            # raised when the hub cannot be reached and the file is not cached
-            raise self._not_cached(f"the hub could not be reached ({_short(exc)})") from None
         except hub_errors.HfHubHTTPError as exc:
             raise DownloadError(f"{self.label}: downloading {filename!r} failed: {_short(exc)}") from None
         except OSError as exc:  # network errors below the hub client
