@@ -53,14 +53,19 @@ def evaluate_segmenter(
 
 
 def _save_predictions(path: Path, preds: list[np.ndarray]) -> None:
-    """Predicted 0/1 masks as a zlib-compressed tif (one page per slice; sizes may differ)."""
+    """Predicted 0/1 masks as a zlib-compressed tif: one (Z, Y, X) stack when the slices share a size,
+    else one page per slice."""
     import tifffile
 
     from emfm._io import atomic_path
 
-    with atomic_path(path, suffix=".tif") as tmp, tifffile.TiffWriter(tmp) as tif:
-        for p in preds:
-            tif.write(p.astype(np.uint8), compression="zlib", contiguous=False)
+    with atomic_path(path, suffix=".tif") as tmp:
+        if len({p.shape for p in preds}) == 1:
+            tifffile.imwrite(tmp, np.stack(preds).astype(np.uint8), compression="zlib", photometric="minisblack")
+        else:
+            with tifffile.TiffWriter(tmp) as tif:
+                for p in preds:
+                    tif.write(p.astype(np.uint8), compression="zlib", contiguous=False, photometric="minisblack")
 
 
 def evaluate_run(

@@ -15,7 +15,7 @@ from emfm import rundir
 from emfm._io import atomic_write_json, finite_json
 from emfm.config import TrainConfig
 from emfm.data._stack import SliceStack
-from emfm.errors import DataError
+from emfm.errors import ConfigError, DataError
 from emfm.paths import dataset_root
 from emfm.transforms import IMAGENET_MEAN, IMAGENET_STD, mask_to_tensor, resized_shape
 
@@ -34,19 +34,27 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return config.replace(**changes) if changes else config
 
 
-def load_stacks(config: TrainConfig) -> tuple[dict[str, tuple[SliceStack, SliceStack]], dict[str, SliceStack]]:
+def load_stacks(
+    config: TrainConfig, *, progress: bool = True
+) -> tuple[dict[str, tuple[SliceStack, SliceStack]], dict[str, SliceStack]]:
     """Training (train, val) stacks per training set and test stacks per test set.
 
     The pairing ablation (``text-sorted``) applies to the training data only; test sets are always
     paired correctly, so the reported IoU measures the model, not the mispairing.
     """
-    from emfm.data import load_split
+    from emfm.data import get_dataset, load_split
 
+    for name in set(config.train) & set(config.test):
+        if name.startswith("folder:") and not getattr(get_dataset(name), "has_test_split", True):
+            raise ConfigError(
+                f"{name} is both a training and a test set but has no test/ part, so the test would score "
+                f"slices the model was trained on; add PATH/test/images and PATH/test/masks or test on another set"
+            )
     train: dict[str, tuple[SliceStack, SliceStack]] = {}
     for name in config.train:
         root = dataset_root(name, config.data_root)
-        tr = load_split(name, "train", root, pairing=config.pairing)
-        va = load_split(name, "val", root, pairing=config.pairing)
+        tr = load_split(name, "train", root, pairing=config.pairing, progress=progress)
+        va = load_split(name, "val", root, pairing=config.pairing, progress=progress)
         if config.max_train_slices:
             tr = tr.subset(tr.ids[: config.max_train_slices], "train")
         if len(tr) == 0:
@@ -54,7 +62,7 @@ def load_stacks(config: TrainConfig) -> tuple[dict[str, tuple[SliceStack, SliceS
         train[name] = (tr, va)
     test = {}
     for name in config.test:
-        st = load_split(name, "test", dataset_root(name, config.data_root))
+        st = load_split(name, "test", dataset_root(name, config.data_root), progress=progress)
         if len(st) == 0:
             raise DataError(f"test set {name} has no slices; check --data-root or the dataset's split")
         test[name] = st
@@ -94,7 +102,7 @@ def train_run(
     started = time.perf_counter()
     config = resolve_config(config)
     HEADS.get(config.head)  # an unknown head fails before anything is loaded
-    train_stacks, test_stacks = load_stacks(config)
+    train_stacks, test_stacks = load_stacks(config, progress=progress)
     if backbone is None:
         from emfm.backbones import create_backbone
 
