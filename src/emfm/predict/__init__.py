@@ -1,0 +1,31 @@
+"""Segment EM volumes of any size with a trained run: ``emfm predict``.
+
+Public API::
+
+    predict_volume(run_dir, input, output, *, mode="resize", tile=None, halo=None, scale=None,
+                   batch_size=4, probabilities=None, probability_dtype="float16", bf16=False,
+                   overwrite=False, device=None, max_slices=None, progress=True) -> dict
+    predict_volume_dask(run_dir, input, output, *, block_slices=8, scheduler="threads", ...) -> dict
+    predict_dask_array(run_dir, input, *, block_slices=8, ...) -> dask.array.Array
+
+Inputs: a 3-D TIFF, a folder of 2-D slices, ``store.zarr[:array]`` (OME-Zarr too), ``file.h5:dataset``.
+Outputs by extension: ``.zarr``, ``.ome.zarr`` (NGFF 0.5, one level) or ``.tif``; uint8 0/1 masks of
+the input's shape, and optionally the foreground probability (float16, or uint8 = round(255 p)).
+Reruns resume a partial output of the same job (see :mod:`emfm.predict.volume_io`).
+"""
+
+from __future__ import annotations
+
+from emfm.predict.distributed import predict_dask_array, predict_volume_dask
+from emfm.predict.errors import DiskSpaceError, OutputExistsError
+from emfm.predict.runner import SlicePredictor, plan_prediction, predict_volume
+
+__all__ = [
+    "DiskSpaceError",
+    "OutputExistsError",
+    "SlicePredictor",
+    "plan_prediction",
+    "predict_dask_array",
+    "predict_volume",
+    "predict_volume_dask",
+]

@@ -1,0 +1,262 @@
+"""The same prediction as :func:`~emfm.predict.runner.predict_volume`, as a dask graph.
+
+Each block of the graph is a run of whole slices (Z-chunk): :func:`predict_dask_array` builds the
+lazy mask volume with ``dask.array.map_blocks`` (write it wherever dask writes, e.g.
+``.to_zarr(url)``), and :func:`predict_volume_dask` writes it into the same resumable outputs as the
+sequential runner with ``dask.array.store`` and flags each block's slices done once its data are
+stored. Any dask scheduler runs it: ``synchronous``, ``threads``, ``processes``, or a
+``distributed.Client`` connected to a cluster (workers then need the run, the input and the output
+on a shared file system).
+
+Workers load the model once per process and keep it (:data:`_PREDICTORS`), keyed by the run's
+checkpoint digest and the prediction settings, so a block costs only its slices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emfm.predict.runner import (
+    PredictJob,
+    ProbabilityDtype,
+    SlicePredictor,
+    encode_probability,
+    load_predictor,
+    plan_prediction,
+    summary,
+)
+
+log = logging.getLogger(__name__)
+
+#: Loaded predictors of this process, by (checkpoint digest, settings); filled on first use.
+_PREDICTORS: dict[tuple, SlicePredictor] = {}
+_LOCK = threading.Lock()
+
+
+def _key(job: PredictJob, in_memory: object | None = None) -> tuple:
+    settings = tuple(sorted(job.predictor_settings().items()))
+    return (str(job.checkpoint.resolve()), job.checkpoint_sha256, settings, id(in_memory) if in_memory else None)
+
+
+def _predictor(key: tuple, job_fields: dict[str, Any]) -> SlicePredictor:
+    """This process's predictor for ``key``, loading the run's model the first time."""
+    with _LOCK:
+        found = _PREDICTORS.get(key)
+        if found is None:
+            if key[3] is not None:
+                raise RuntimeError(
+                    "a backbone passed in memory is only known to the process that created it; use an "
+                    "in-process scheduler ('synchronous' or 'threads'), or let workers load the run's own backbone"
+                )
+            from emfm.models.checkpoint import load_checkpoint
+
+            segmenter, info = load_checkpoint(job_fields["checkpoint"])
+            segmenter.to(job_fields["settings"]["device"]).eval()
+            found = SlicePredictor(segmenter, info, **job_fields["settings"])
+            _PREDICTORS[key] = found
+        return found
+
+
+def _predict_block(*, key: tuple, job_fields: dict[str, Any], block_info=None) -> np.ndarray:
+    """One Z-block: uint8 masks (b, Y, X), or float32 (2, b, Y, X) = [mask, P(foreground)]."""
+    from emfm.data import open_volume
+
+    z0, z1 = block_info[None]["array-location"][-3]
+    predictor = _predictor(key, job_fields)
+    with open_volume(job_fields["input"]) as volume:
+        images = [volume[z] for z in range(z0, z1)]
+    results = predictor.predict(images, probability=job_fields["probability"])
+    masks = np.stack([m for m, _ in results])
+    if not job_fields["probability"]:
+        return masks
+    return np.stack([masks.astype(np.float32), np.stack([p for _, p in results]).astype(np.float32)])
+
+
+def _encode_block(block: np.ndarray, *, probability_dtype: ProbabilityDtype) -> np.ndarray:
+    return encode_probability(block, probability_dtype)
+
+
+def _mark_block(*stored: np.ndarray, done_path: str, offset: int, block_info=None) -> np.ndarray:
+    """After a block's data are stored: flag its slices done and return their indices."""
+    import zarr
+
+    z0, z1 = block_info[0]["array-location"][0]
+    zarr.open_array(done_path, mode="r+")[offset + z0 : offset + z1] = 1
+    return np.arange(offset + z0, offset + z1, dtype=np.int64)
+
+
+def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool):
+    """The lazy prediction of the whole volume: masks, or [mask, probability] along a new first axis."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    z, y, x = job.shape
+    fields = {
+        "checkpoint": str(job.checkpoint),
+        "input": job.input,
+        "settings": job.predictor_settings(),
+        "probability": probability,
+    }
+    zchunks = tuple(min(block_slices, z - s) for s in range(0, z, block_slices))
+    name = f"emfm-predict-{tokenize(key, fields, zchunks)}"
+    if probability:
+        chunks, dtype = ((2,), zchunks, (y,), (x,)), np.dtype(np.float32)
+    else:
+        chunks, dtype = (zchunks, (y,), (x,)), np.dtype(np.uint8)
+    return da.map_blocks(
+        _predict_block, chunks=chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype), name=name,
+        key=key, job_fields=fields,
+    )
+
+
+def predict_dask_array(
+    run_dir: str | Path,
+    input: str | Path,
+    *,
+    block_slices: int = 8,
+    backbone=None,
+    **settings: Any,
+):
+    """The predicted mask volume as a lazy dask array (uint8, the input's shape), one block per Z-run.
+
+    Nothing is computed until asked; write it with ``arr.to_zarr(url)`` or ``dask.array.store``.
+    ``settings`` are those of :func:`~emfm.predict.runner.predict_volume` that concern the model
+    (mode, tile, halo, scale, batch_size, bf16, device). A ``backbone`` object stays in this
+    process, so it needs an in-process scheduler.
+    """
+    job = plan_prediction(run_dir, input, None, **settings)
+    key = _key(job, backbone)
+    if backbone is not None:
+        with _LOCK:
+            _PREDICTORS[key] = load_predictor(job, backbone)
+    return _graph(job, _positive(block_slices), key, probability=False)
+
+
+def _positive(block_slices: int) -> int:
+    if int(block_slices) < 1:
+        from emfm.errors import ConfigError
+
+        raise ConfigError(f"--block-slices must be a positive integer, got {block_slices}")
+    return int(block_slices)
+
+
+def _runs(done: np.ndarray, block_slices: int) -> list[tuple[int, int]]:
+    """Contiguous [start, end) runs of the blocks that still miss at least one slice."""
+    z = len(done)
+    runs: list[tuple[int, int]] = []
+    for s in range(0, z, block_slices):
+        e = min(s + block_slices, z)
+        if done[s:e].all():
+            continue
+        if runs and runs[-1][1] == s:
+            runs[-1] = (runs[-1][0], e)
+        else:
+            runs.append((s, e))
+    return runs
+
+
+def predict_volume_dask(
+    run_dir: str | Path,
+    input: str | Path,
+    output: str | Path,
+    *,
+    block_slices: int = 8,
+    scheduler: Any = "threads",
+    num_workers: int | None = None,
+    progress: bool = True,
+    backbone=None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """:func:`~emfm.predict.runner.predict_volume` through dask: same outputs, same resume record.
+
+    Args:
+        run_dir, input, output: as for ``predict_volume``.
+        block_slices: slices per dask block (one task reads, predicts and stores them).
+        scheduler: any dask scheduler: ``"synchronous"``, ``"threads"``, ``"processes"`` or a
+            ``distributed.Client``.
+        num_workers: threads or processes for the local schedulers (default: dask's).
+        progress: a tqdm progress bar over tasks (local schedulers).
+        backbone: a backbone object for in-process schedulers (tests); workers otherwise load the run's.
+        settings: mode, tile, halo, scale, batch_size, probabilities, probability_dtype, bf16,
+            overwrite, device, as for ``predict_volume``.
+
+    Returns:
+        The same summary as ``predict_volume``. A block is recomputed whole if any of its slices
+        is missing, so ``computed_slices`` can include slices that were already done.
+    """
+    import dask
+    import dask.array as da
+
+    started = time.perf_counter()
+    block_slices = _positive(block_slices)
+    job = plan_prediction(run_dir, input, output, **settings)
+    outputs = job.outputs
+    key = _key(job, backbone)
+    runs = _runs(job.done, block_slices)
+    in_process = scheduler in ("synchronous", "sync", "single-threaded", "threads", "threading")
+    if runs and (backbone is not None or in_process):
+        with _LOCK:  # in-process schedulers share the driver's model
+            if key not in _PREDICTORS:
+                _PREDICTORS[key] = load_predictor(job, backbone)
+    outputs.open(overwrite=bool(settings.get("overwrite", False)))
+    want_p = outputs.probability is not None
+    loop_started = time.perf_counter()
+    computed: list[int] = []
+    try:
+        if runs:
+            full = _graph(job, block_slices, key, probability=want_p)
+            marks = []
+            for s, e in runs:
+                region = (slice(s, e), slice(None), slice(None))
+                if want_p:
+                    part = full[:, s:e]
+                    pdtype = np.dtype(job.probability_dtype)
+                    prob = da.map_blocks(
+                        _encode_block, part[1], dtype=pdtype, meta=np.empty((0, 0, 0), pdtype),
+                        probability_dtype=job.probability_dtype,
+                    )
+                    sources = [part[0].astype(np.uint8), prob]
+                    targets = [outputs.mask.array(), outputs.probability.array()]
+                else:
+                    sources, targets = [full[s:e]], [outputs.mask.array()]
+                stored = da.store(
+                    sources, targets, regions=[region] * len(sources), lock=False, compute=False, return_stored=True
+                )
+                stored = stored if isinstance(stored, tuple) else (stored,)
+                marks.append(da.map_blocks(
+                    _mark_block, *stored, done_path=str(outputs.done_flags.path), offset=s, drop_axis=(1, 2),
+                    dtype=np.int64, meta=np.empty((0,), np.int64),
+                ))
+            kwargs: dict[str, Any] = {"scheduler": scheduler}
+            if num_workers:
+                kwargs["num_workers"] = num_workers
+            bar = nullcontext()
+            if progress and in_process:
+                from tqdm.dask import TqdmCallback
+
+                bar = TqdmCallback(desc="predicting (dask tasks)")
+            with bar:
+                results = dask.compute(*marks, **kwargs)
+            computed = sorted(int(v) for r in results for v in np.asarray(r))
+    finally:
+        if backbone is not None:
+            with _LOCK:
+                _PREDICTORS.pop(key, None)
+    loop_seconds = time.perf_counter() - loop_started
+    complete = bool(outputs.done().all())
+    if complete:
+        outputs.finish(progress=progress)
+    return summary(job, computed, time.perf_counter() - started, loop_seconds, complete)
+
+
+def clear_model_cache() -> None:
+    """Forget the models this process has loaded for dask blocks (frees their memory)."""
+    with _LOCK:
+        _PREDICTORS.clear()
