@@ -55,8 +55,9 @@ def create_backbone(
         revision: hub revision (branch, tag or commit) for names and hub ids; defaults to the record's pin or
             ``main``.
         cache_dir: hub cache to search and fill (default: ``HF_HUB_CACHE``); unused for local paths.
-        **overrides: transformers config values to change (e.g. ``drop_path_rate=0.1``,
-            ``attn_implementation`` is not one); unknown names raise.
+        **overrides: transformers config attributes to change (e.g. ``drop_path_rate=0.1`` for LoRA training,
+            ``layer_norm_eps=1e-6`` for a DINOv3 file built with plain LayerNorm); unknown names raise. They
+            become part of :attr:`~emfm.backbones.Backbone.weights_id`.
 
     Returns:
         The family's :class:`Backbone`, with ``model`` the transformers module.
@@ -230,6 +231,7 @@ def _load_official(path: Path, *, name: str, num_heads: int | None, overrides: d
     converted = fmt.convert(state_dict, source)
     family = FAMILIES.get(converted.family)
     model_class = getattr(transformers, family.model_class)
+    log.info("converting %s (official %s format) to transformers %s", path, fmt.name, family.model_class)
     # the weights are loaded strictly just below, so skipping random initialisation loses nothing
     with no_init_weights():
         model = model_class(converted.config)

@@ -177,6 +177,7 @@ class _Context:
             if optional:
                 return None
             raise self._not_cached("HF_HUB_OFFLINE is set, so nothing is downloaded")
+        log.info("downloading %s from the hub repository %s into %s", filename, self.repo_id, self.cache)
         try:
             path = hf_hub_download(self.repo_id, filename, revision=self.revision, cache_dir=self.cache)
         except hub_errors.GatedRepoError as exc:

@@ -8,7 +8,6 @@ afterwards indistinguishable from one loaded from the hub. Files are read with s
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 from emfm.backbones._registry import OFFICIAL_FORMATS
 from emfm.errors import CheckpointFormatError, ConfigError
 
-log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
