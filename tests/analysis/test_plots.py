@@ -17,7 +17,13 @@ def test_figures_are_written(tmp_path):
     rng = np.random.default_rng(0)
     p1 = plot_pca_scatter({"a": rng.normal(size=(20, 2)), "b": rng.normal(size=(5, 2)) + 2}, [0.4, 0.2], tmp_path / "pca.png", title="t")
     p2 = plot_pca_rgb(
-        [{"dataset": "a", "slice_id": "0001", "image": rng.integers(0, 255, (60, 80)), "rgb": rng.random((4, 6, 3)), "explained": [0.3, 0.2, 0.1]}],
+        [
+            {"dataset": "a", "slice_id": "0001", "image": rng.integers(0, 255, (60, 80)),
+             "views": [{"label": "final", "rgb": rng.random((4, 6, 3)), "explained": [0.3, 0.2, 0.1]},
+                       {"label": "block 1", "rgb": rng.random((4, 6, 3)), "explained": [0.4, 0.2, 0.1]}]},
+            {"dataset": "b", "slice_id": "7", "image": rng.integers(0, 255, (60, 60)),
+             "views": [{"label": "final", "rgb": rng.random((4, 4, 3)), "explained": [0.3, 0.2, 0.1]}]},
+        ],
         tmp_path / "rgb.png",
         title="t",
     )

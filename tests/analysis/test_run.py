@@ -88,6 +88,7 @@ def test_writes_every_number_with_its_protocol_and_the_figures(datasets, tiny_ba
         with Image.open(out / fname) as im:
             assert im.format == "PNG"
     assert set(saved["figures"]) >= {"pca", "pca_rgb", "probe_layers"}
+    assert saved["datasets"][a]["rgb_views"] == ["final tokens", "block 0"]
 
     again = run_analysis(backbone=tiny_backbone, datasets=[a, b], cache_dir=tmp_path / "cache", **FAST)
     assert again["datasets"][a]["features"] == {"computed": 0, "from_cache": 13}

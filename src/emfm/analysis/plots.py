@@ -57,28 +57,32 @@ def plot_pca_scatter(
 
 
 def plot_pca_rgb(panels: Sequence[Mapping[str, Any]], path: str | Path, *, title: str) -> Path:
-    """Per dataset, one slice beside an RGB picture of its patch features' first three components.
+    """Per dataset, one slice beside RGB pictures of its patch features' first three components.
 
     Args:
-        panels: per dataset ``{"dataset", "slice_id", "image" (2-D), "rgb" (h, w, 3) in [0, 1],
-            "explained" (3 ratios)}``.
+        panels: per dataset ``{"dataset", "slice_id", "image" (2-D), "views": [{"label", "rgb" (h, w, 3)
+            in [0, 1], "explained" (3 ratios)}, ...]}``, one view per set of tokens (final, a block...).
         path: where to write the PNG.
         title: figure title.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 3.8 * len(panels)), layout="constrained")
-    axes = fig.subplots(len(panels), 2, squeeze=False)
+    n_cols = 1 + max(len(p["views"]) for p in panels)
+    fig = Figure(figsize=(4.4 * n_cols, 3.8 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), n_cols, squeeze=False)
     for row, panel in zip(axes, panels):
         image = np.asarray(panel["image"])
         h, w = image.shape
         row[0].imshow(image, cmap="gray")
         row[0].set_title(f"{panel['dataset']}, slice {panel['slice_id']}", fontsize=10)
-        # The patch grid covers the whole slice: draw it over the same extent.
-        row[1].imshow(panel["rgb"], interpolation="nearest", extent=(0, w, h, 0))
-        ev = ", ".join(f"{100 * r:.1f}%" for r in panel["explained"])
-        row[1].set_title(f"patch features, PC1-3 as RGB ({ev} of variance)", fontsize=10)
-        for ax in row:
+        for ax, view in zip(row[1:], panel["views"]):
+            # The patch grid covers the whole slice: draw it over the same extent.
+            ax.imshow(view["rgb"], interpolation="nearest", extent=(0, w, h, 0))
+            ev = ", ".join(f"{100 * r:.1f}" for r in view["explained"])
+            ax.set_title(f"{view['label']}: PC1-3 as RGB\n({ev}% of variance)", fontsize=9)
+        for ax in row[1 + len(panel["views"]) :]:
+            ax.set_axis_off()
+        for ax in row[: 1 + len(panel["views"])]:
             ax.set_xlabel("x (px)")
             ax.set_ylabel("y (px)")
     fig.suptitle(title, fontsize=11)

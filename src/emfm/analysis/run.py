@@ -60,9 +60,9 @@ class _DatasetFeatures:
     ids: list[str]
     embeddings: list[np.ndarray] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)
-    rgb_patches: list[np.ndarray] = field(default_factory=list)
+    rgb_patches: dict[str, list[np.ndarray]] = field(default_factory=dict)  # label -> sampled patch tokens
     show_index: int = 0
-    show_grid: np.ndarray | None = None
+    show_grids: dict[str, np.ndarray] = field(default_factory=dict)  # label -> the shown slice's grid
     grid_shapes: set[tuple[int, int]] = field(default_factory=set)
     input_sizes: set[tuple[int, int]] = field(default_factory=set)
     computed: int = 0
@@ -168,6 +168,7 @@ def _encode_dataset(
     *,
     index: int,
     layers: list[int],
+    num_layers: int,
     embedding: EmbeddingKind,
     encode_kwargs: dict[str, Any],
     crop_size: int,
@@ -179,6 +180,11 @@ def _encode_dataset(
     progress: bool,
 ) -> _DatasetFeatures:
     feats = _DatasetFeatures(domain.dataset, list(domain.ids), show_index=len(domain) // 2)
+    # Besides the final tokens, the RGB figure shows the probed block nearest the middle: in fine-tuned
+    # backbones the last block is often the least telling (its tokens may be mostly position).
+    inner = [layer for layer in layers if layer != num_layers - 1] if test is not None else []
+    mid = min(inner, key=lambda layer: abs(layer - num_layers // 2)) if inner else None
+    views = {"final tokens": None} | ({f"block {mid}": mid} if mid is not None else {})
     rng = np.random.default_rng([seed, index])
     rgb_quota = math.ceil(rgb_patches / len(domain))
     probe = (
@@ -193,11 +199,13 @@ def _encode_dataset(
     for i, grid, cls, per_layer in _stream(backbone, domain, **stream):
         feats.embeddings.append(image_embeddings([grid], cls[None], embedding)[0])
         feats.crops.append(crop_embeddings(grid, crop=crop_size, n_crops=crops_per_image, rng=rng))
-        tokens = patch_tokens(grid)
-        feats.rgb_patches.append(tokens[rng.choice(len(tokens), min(rgb_quota, len(tokens)), replace=False)])
+        pick = rng.choice(grid.shape[1] * grid.shape[2], min(rgb_quota, grid.shape[1] * grid.shape[2]), replace=False)
+        for label, layer in views.items():
+            g = grid if layer is None else per_layer[layer]
+            feats.rgb_patches.setdefault(label, []).append(patch_tokens(g)[pick])
+            if i == feats.show_index:
+                feats.show_grids[label] = g
         feats.grid_shapes.add(grid.shape[1:])
-        if i == feats.show_index:
-            feats.show_grid = grid
         if probe is not None:
             labels = patch_labels(domain.masks[i], grid.shape[1:])
             probe.add_train({layer: patch_tokens(g) for layer, g in per_layer.items()}, labels)
@@ -322,7 +330,8 @@ def run_analysis(
         log.info("encoding %s (%d slices%s)", name, len(domains[name]),
                  f" + {len(tests[name])} test slices" if tests[name] is not None else "")
         feats[name] = _encode_dataset(
-            backbone, domains[name], tests[name], index=index, layers=probe_layers, embedding=embedding,
+            backbone, domains[name], tests[name], index=index, layers=probe_layers, num_layers=backbone.num_layers,
+            embedding=embedding,
             encode_kwargs=encode_kwargs, crop_size=crop_size, crops_per_image=crops_per_image,
             probe_patches=probe_patches, rgb_patches=rgb_patches, chunk_size=chunk_size, seed=seed,
             progress=progress,
@@ -421,12 +430,16 @@ def _write_figures(
     figures["pca"] = FIGURES["pca"]
     panels = []
     for name, f in feats.items():
-        rgb, explained = pca_rgb(np.concatenate(f.rgb_patches), f.show_grid)
+        views = []
+        for label, patches in f.rgb_patches.items():
+            rgb, explained = pca_rgb(np.concatenate(patches), f.show_grids[label])
+            views.append({"label": label, "rgb": rgb, "explained": explained})
         panels.append({
             "dataset": name, "slice_id": f.ids[f.show_index], "image": domains[name].images[f.show_index],
-            "rgb": rgb, "explained": explained,
+            "views": views,
         })
         result["datasets"][name]["rgb_slice"] = f.ids[f.show_index]
+        result["datasets"][name]["rgb_views"] = [v["label"] for v in views]
     plot_pca_rgb(panels, out / FIGURES["pca_rgb"],
                  title=f"{bb}, {res} px: first three PCs of patch tokens (PCA fitted per dataset)")
     figures["pca_rgb"] = FIGURES["pca_rgb"]
