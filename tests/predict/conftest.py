@@ -111,7 +111,7 @@ def write_input(kind: str, vol: np.ndarray, where: Path) -> str:
 
     if kind == "tif":
         path = where / "vol.tif"
-        tifffile.imwrite(path, vol)
+        tifffile.imwrite(path, vol, photometric="minisblack")
         return str(path)
     if kind in ("png", "webp", "tif-slices"):
         folder = where / f"slices_{kind}"
@@ -164,3 +164,49 @@ def read_any(path: Path) -> np.ndarray:
         return tifffile.imread(p)
     node = zarr.open(p, mode="r")
     return np.asarray(node["0"][:] if p.endswith(".ome.zarr") else node[:])
+
+
+def make_vit_run(run_dir: Path, backbone_dir: Path, resolution: int = 56, seed: int = 0) -> Path:
+    """A run directory over a tiny random DINOv2 with a random linear head (nothing is trained)."""
+    from emfm.backbones import create_backbone
+
+    bb = create_backbone(str(backbone_dir))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = create_head("linear", bb.embed_dim).eval()
+    info = ModelInfo(
+        backbone=str(backbone_dir), backbone_name=bb.name, weights_id=bb.weights_id, head="linear",
+        in_channels=bb.embed_dim, adapter="frozen", resolution=resolution, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        patch_size=bb.patch_size,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir / CHECKPOINT_NAME, Segmenter(head), info)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory) -> Path:
+    from emfm.backbones._testing import write_random_checkpoint
+
+    return write_random_checkpoint("dinov2", tmp_path_factory.mktemp("bb") / "tiny-dinov2", hidden_size=32,
+                                   num_layers=2, num_heads=2)
+
+
+@pytest.fixture
+def vit_run(tmp_path, tiny_vit_dir) -> Path:
+    return make_vit_run(tmp_path / "vit_run", tiny_vit_dir)
+
+
+def write_folder_dataset(root: Path, n_train: int, n_test: int, shape, seed: int) -> str:
+    """A ``folder:`` dataset: ``train/`` and ``test/`` with ``images/`` (png) and 0/255 ``masks/``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for part, n in (("train", n_train), ("test", n_test)):
+        (root / part / "images").mkdir(parents=True)
+        (root / part / "masks").mkdir(parents=True)
+        for i in range(n):
+            img, mask = synthetic_slice(rng, shape)
+            Image.fromarray(img).save(root / part / "images" / f"img_{i:03d}.png")
+            Image.fromarray(mask * 255).save(root / part / "masks" / f"{i}.png")
+    return f"folder:{root}"

@@ -64,19 +64,50 @@ def _predictor(key: tuple, job_fields: dict[str, Any]) -> SlicePredictor:
         return found
 
 
+def _open_level0(store: str, ome: bool):
+    import zarr
+
+    node = zarr.open(store, mode="r")
+    return node["0"] if ome else node
+
+
 def _predict_block(*, key: tuple, job_fields: dict[str, Any], block_info=None) -> np.ndarray:
-    """One Z-block: uint8 masks (b, Y, X), or float32 (2, b, Y, X) = [mask, P(foreground)]."""
+    """One Z-block: uint8 masks (b, Y, X), or float32 (2, b, Y, X) = [mask, P(foreground)].
+
+    Slices that an earlier (interrupted) job already wrote are read back from the output instead
+    of being predicted again; the block is stored whole either way.
+    """
+    import zarr
+
     from emfm.data import open_volume
 
     z0, z1 = block_info[None]["array-location"][-3]
-    predictor = _predictor(key, job_fields)
-    with open_volume(job_fields["input"]) as volume:
-        images = [volume[z] for z in range(z0, z1)]
-    results = predictor.predict(images, probability=job_fields["probability"])
-    masks = np.stack([m for m, _ in results])
-    if not job_fields["probability"]:
+    want_p = job_fields["probability"]
+    reuse = job_fields.get("reuse")
+    done = np.zeros(z1 - z0, dtype=bool)
+    if reuse:
+        done = np.asarray(zarr.open_array(reuse["done"], mode="r")[z0:z1]).astype(bool)
+    todo = [z for z in range(z0, z1) if not done[z - z0]]
+    results: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    if todo:
+        predictor = _predictor(key, job_fields)
+        with open_volume(job_fields["input"]) as volume:
+            images = [volume[z] for z in todo]
+        results = dict(zip(todo, predictor.predict(images, probability=want_p)))
+    if reuse and len(todo) < z1 - z0:
+        mask_arr = _open_level0(*reuse["mask"])
+        prob_arr = _open_level0(*reuse["probability"]) if want_p else None
+        for z in range(z0, z1):
+            if done[z - z0]:
+                p = np.asarray(prob_arr[z]) if want_p else None
+                if p is not None and p.dtype == np.uint8:
+                    p = p.astype(np.float32) / 255.0  # encode_probability gives the same bytes back
+                results[z] = (np.asarray(mask_arr[z]), p)
+    masks = np.stack([results[z][0] for z in range(z0, z1)])
+    if not want_p:
         return masks
-    return np.stack([masks.astype(np.float32), np.stack([p for _, p in results]).astype(np.float32)])
+    probs = np.stack([results[z][1] for z in range(z0, z1)]).astype(np.float32)
+    return np.stack([masks.astype(np.float32), probs])
 
 
 def _encode_block(block: np.ndarray, *, probability_dtype: ProbabilityDtype) -> np.ndarray:
@@ -92,18 +123,29 @@ def _mark_block(*stored: np.ndarray, done_path: str, offset: int, block_info=Non
     return np.arange(offset + z0, offset + z1, dtype=np.int64)
 
 
-def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool):
-    """The lazy prediction of the whole volume: masks, or [mask, probability] along a new first axis."""
+def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool, reuse: bool = False):
+    """The lazy prediction of the whole volume: masks, or [mask, probability] along a new first axis.
+
+    With ``reuse``, slices the job's outputs flag as done are read back rather than predicted.
+    """
     import dask.array as da
     from dask.base import tokenize
 
     z, y, x = job.shape
-    fields = {
+    fields: dict[str, Any] = {
         "checkpoint": str(job.checkpoint),
         "input": job.input,
         "settings": job.predictor_settings(),
         "probability": probability,
     }
+    if reuse and job.outputs is not None:
+        outs = job.outputs
+        fields["reuse"] = {
+            "done": str(outs.done_flags.path),
+            "mask": (str(outs.mask.store), outs.mask.kind == "ome-zarr"),
+            "probability": (str(outs.probability.store), outs.probability.kind == "ome-zarr")
+            if outs.probability is not None else None,
+        }
     zchunks = tuple(min(block_slices, z - s) for s in range(0, z, block_slices))
     name = f"emfm-predict-{tokenize(key, fields, zchunks)}"
     if probability:
@@ -188,8 +230,8 @@ def predict_volume_dask(
             overwrite, device, as for ``predict_volume``.
 
     Returns:
-        The same summary as ``predict_volume``. A block is recomputed whole if any of its slices
-        is missing, so ``computed_slices`` can include slices that were already done.
+        The same summary as ``predict_volume``. A block with any slice missing is stored whole, its
+        finished slices read back from the output rather than predicted again.
     """
     import dask
     import dask.array as da
@@ -211,7 +253,7 @@ def predict_volume_dask(
     computed: list[int] = []
     try:
         if runs:
-            full = _graph(job, block_slices, key, probability=want_p)
+            full = _graph(job, block_slices, key, probability=want_p, reuse=bool(job.done.any()))
             marks = []
             for s, e in runs:
                 region = (slice(s, e), slice(None), slice(None))
@@ -244,7 +286,8 @@ def predict_volume_dask(
                 bar = TqdmCallback(desc="predicting (dask tasks)")
             with bar:
                 results = dask.compute(*marks, **kwargs)
-            computed = sorted(int(v) for r in results for v in np.asarray(r))
+            stored_now = {int(v) for r in results for v in np.asarray(r)}
+            computed = [z for z in sorted(stored_now) if not job.done[z]]
     finally:
         if backbone is not None:
             with _LOCK:
