@@ -124,7 +124,7 @@ def test_errors_before_any_compute(tiny_backbone_dir, datasets, tmp_path):
 
 
 def test_training_on_a_folder_without_test_part_and_testing_on_it_is_refused(tiny_backbone_dir, tmp_path):
-    from tests.train.conftest import write_folder_dataset
+    from tests.conftest import write_folder_dataset
 
     name = write_folder_dataset(tmp_path / "d", 6, 0, (28, 28), seed=3)
     import shutil
