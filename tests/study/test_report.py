@@ -1,0 +1,40 @@
+"""run_study in-process: results.csv, report.md / report.html / results.tex with figures, the ablation label,
+the analysis section, and skipping of complete runs."""
+
+from __future__ import annotations
+
+import csv
+
+from emfm.study.config import StudyConfig
+from emfm.study.runner import run_study
+
+
+def test_study_writes_table_report_and_skips_complete_runs(tiny_backbone_dir, datasets, tmp_path):
+    a, b = datasets
+    study = StudyConfig.from_dict({
+        "name": "tiny", "backbones": [str(tiny_backbone_dir)], "adapters": ["frozen"], "heads": ["linear"],
+        "train_sets": [a, f"{a},{b}"], "test_sets": [a, b], "seeds": [0, 1],
+        "defaults": {"epochs": 2, "resolution": 56, "lr": 1e-3, "cache_dir": str(tmp_path / "cache")},
+        "ablations": [{"name": "text-sorted", "pairing": "text-sorted", "train_sets": [f"{a},{b}"]}],
+        "analysis": {"datasets": [a, b], "resolution": 56, "n_boot": 10, "layers": [-1], "baseline_repeats": 5},
+    })
+    done = []
+    out = tmp_path / "study"
+    summary = run_study(study, out, on_run_done=done.append)
+    assert summary["runs"] == 6 and summary["ran"] == 6 and summary["pending"] == 0 and len(done) == 6
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 * 3
+    assert {r["ablation"] for r in rows} == {"", "text-sorted"}
+    assert {r["pairing"] for r in rows if r["ablation"]} == {"text-sorted"}
+    assert all(0.0 <= float(r["fg_iou"]) <= 1.0 for r in rows)
+    report = (out / "report.md").read_text()
+    assert "± " in report and "(n=2)" in report and "text-sorted" in report
+    assert "figures/iou_by_train_set.png" in report and (out / "figures" / "iou_by_train_set.png").stat().st_size > 0
+    assert "Representation analysis" in report and "analysis_" in report
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="figures/' not in html
+    tex = (out / "results.tex").read_text()
+    assert "\\begin{tabular}" in tex and "$\\pm$" in tex
+    again = run_study(study, out, on_run_done=done.append)
+    assert again["ran"] == 0 and again["skipped"] == 6 and len(done) == 6
