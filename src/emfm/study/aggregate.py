@@ -20,7 +20,7 @@ COLUMNS = [
     "pairing", "balance", "ablation", "fg_iou", "dice", "fg_iou_resized", "n_slices", "epochs_run",
     "best_epoch", "trainable_params", "wall_seconds",
 ]
-CELL = ("backbone", "adapter", "head", "train_sets", "pairing", "balance", "ablation", "test_set")
+CELL = ("backbone", "adapter", "head", "resolution", "train_sets", "pairing", "balance", "ablation", "test_set")
 
 
 def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:

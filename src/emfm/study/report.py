@@ -35,7 +35,7 @@ def _fmt(mean: float, sd: float | None, n: int) -> str:
 
 def _row_label(cell: dict[str, Any]) -> tuple[str, ...]:
     label = cell["ablation"] or ("balanced" if str(cell["balance"]) == "True" else "")
-    return (cell["backbone"], cell["adapter"], cell["head"], cell["train_sets"].replace("+", " + "), label)
+    return (cell["backbone"], cell["adapter"], cell["head"], str(cell["resolution"]), cell["train_sets"].replace("+", " + "), label)
 
 
 def results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[tuple[str, ...]]]:
@@ -49,7 +49,7 @@ def results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
     keyed: dict[tuple[str, ...], dict[str, str]] = {}
     for c in cells:
         keyed.setdefault(_row_label(c), {})[c["test_set"]] = _fmt(c["mean"], c["sd"], c["n"])
-    header = ["backbone", "adapter", "head", "trained on", "variant", *[f"IoU {t}" for t in tests]]
+    header = ["backbone", "adapter", "head", "px", "trained on", "variant", *[f"IoU {t}" for t in tests]]
     body = [[*key, *[vals.get(t, "–") for t in tests]] for key, vals in keyed.items()]
     return header, body, list(keyed)
 
@@ -65,7 +65,7 @@ def latex_table(header: Sequence[str], body: Sequence[Sequence[str]], caption: s
         s = s.replace("±", "$\\pm$")
         return re.sub(r"([_&%#])", r"\\\1", s)
 
-    cols = "l" * 5 + "c" * (len(header) - 5)
+    cols = "l" * 6 + "c" * (len(header) - 6)
     lines = [
         "\\begin{table}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
         " & ".join(esc(h) for h in header) + " \\\\", "\\midrule",
@@ -93,7 +93,7 @@ def plot_by_train_set(rows: Sequence[dict[str, Any]], path: Path) -> None:
     cells = [c for c in summarise_cells(rows) if c["test_set"] != "pooled"]
     tests = sorted({c["test_set"] for c in cells})
     trains = list(dict.fromkeys(c["train_sets"] for c in cells))
-    series = list(dict.fromkeys((c["backbone"], c["adapter"], c["head"], c["ablation"]) for c in cells))
+    series = list(dict.fromkeys((c["backbone"], c["adapter"], c["head"], c["ablation"], c["resolution"]) for c in cells))
     fig, axes = plt.subplots(1, len(tests), figsize=(max(5.5, 2.2 * len(trains)) * len(tests), 4.4), dpi=110,
                              squeeze=False)
     width = 0.8 / max(len(series), 1)
@@ -102,10 +102,10 @@ def plot_by_train_set(rows: Sequence[dict[str, Any]], path: Path) -> None:
     for ax, test in zip(axes[0], tests):
         labelled: set[int] = set()
         for k, ser in enumerate(series):
-            label = " ".join(p for p in (ser[1], ser[2], ser[3]) if p) + (f" [{ser[0]}]" if many_backbones else "")
+            label = " ".join(str(p) for p in (ser[1], ser[2], f"{ser[4]} px", ser[3]) if p) + (f" [{ser[0]}]" if many_backbones else "")
             for j, train in enumerate(trains):
                 match = [c for c in cells if c["test_set"] == test and c["train_sets"] == train
-                         and (c["backbone"], c["adapter"], c["head"], c["ablation"]) == ser]
+                         and (c["backbone"], c["adapter"], c["head"], c["ablation"], c["resolution"]) == ser]
                 if not match:
                     continue
                 c = match[0]
@@ -133,10 +133,10 @@ def plot_by_backbone(rows: Sequence[dict[str, Any]], path: Path) -> None:
     import numpy as np
 
     plt = _pyplot()
-    cells = [c for c in summarise_cells(rows) if c["train_sets"] == c["test_set"] and not c["ablation"]]
+    cells = [c for c in summarise_cells(rows) if c["train_sets"] == c["test_set"] and c["pairing"] == "by-number"]
     tests = sorted({c["test_set"] for c in cells})
     backbones = list(dict.fromkeys(c["backbone"] for c in cells))
-    adapters = list(dict.fromkeys((c["adapter"], c["head"]) for c in cells))
+    adapters = list(dict.fromkeys((c["adapter"], c["head"], c["resolution"]) for c in cells))
     fig, axes = plt.subplots(1, max(len(tests), 1), figsize=(max(4.5, 1.8 * len(backbones) * len(adapters)) * max(len(tests), 1) / 1.5, 4.2),
                              dpi=110, squeeze=False)
     width = 0.8 / max(len(adapters), 1)
@@ -144,12 +144,12 @@ def plot_by_backbone(rows: Sequence[dict[str, Any]], path: Path) -> None:
         for k, ad in enumerate(adapters):
             xs, means, sds = [], [], []
             for j, b in enumerate(backbones):
-                m = [c for c in cells if c["test_set"] == test and c["backbone"] == b and (c["adapter"], c["head"]) == ad]
+                m = [c for c in cells if c["test_set"] == test and c["backbone"] == b and (c["adapter"], c["head"], c["resolution"]) == ad]
                 if m:
                     x = j - 0.4 + width * (k + 0.5)
                     xs.append(x); means.append(m[0]["mean"]); sds.append(m[0]["sd"] or 0)
                     ax.scatter(np.full(len(m[0]["values"]), x), m[0]["values"], s=10, color="black", zorder=3)
-            ax.bar(xs, means, width * 0.9, yerr=sds, capsize=3, label=f"{ad[0]} + {ad[1]}")
+            ax.bar(xs, means, width * 0.9, yerr=sds, capsize=3, label=f"{ad[0]} + {ad[1]}, {ad[2]} px")
         ax.set_xticks(range(len(backbones)), backbones, rotation=15, ha="right")
         ax.set_title(f"trained and tested on {test}")
         ax.set_ylabel("foreground IoU (pooled)")
@@ -241,7 +241,7 @@ def write_report(
         plot_by_backbone(rows, figures / "iou_by_backbone.png")
     d = study.defaults
     done = len({r["run_id"] for r in rows})
-    pairing_rows = [r for r in body if r[4]]
+    pairing_rows = [r for r in body if r[5]]
     text = f"""# emfm study: {study.name}
 
 {study.description.strip()}
