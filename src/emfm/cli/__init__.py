@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Lightning prints through its own handler; stop its records reaching ours a second time.
+    logging.getLogger("lightning.pytorch").propagate = False
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
