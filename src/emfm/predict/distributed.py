@@ -25,7 +25,6 @@ import numpy as np
 
 from emfm.predict.runner import (
     PredictJob,
-    ProbabilityDtype,
     SlicePredictor,
     encode_probability,
     load_predictor,
@@ -71,8 +70,15 @@ def _open_level0(store: str, ome: bool):
     return node["0"] if ome else node
 
 
+def _block_dtype(probability_dtype: str | None) -> np.dtype:
+    """uint8 masks, or a record of (mask, encoded probability): 2 or 3 bytes a pixel, not 8."""
+    if probability_dtype is None:
+        return np.dtype(np.uint8)
+    return np.dtype([("mask", np.uint8), ("probability", np.dtype(probability_dtype))])
+
+
 def _predict_block(*, key: tuple, job_fields: dict[str, Any], block_info=None) -> np.ndarray:
-    """One Z-block: uint8 masks (b, Y, X), or float32 (2, b, Y, X) = [mask, P(foreground)].
+    """One Z-block (b, Y, X): uint8 masks, or records of (mask, encoded P(foreground)).
 
     Slices that an earlier (interrupted) job already wrote are read back from the output instead
     of being predicted again; the block is stored whole either way.
@@ -81,37 +87,32 @@ def _predict_block(*, key: tuple, job_fields: dict[str, Any], block_info=None) -
 
     from emfm.data import open_volume
 
-    z0, z1 = block_info[None]["array-location"][-3]
-    want_p = job_fields["probability"]
+    z0, z1 = block_info[None]["array-location"][0]
+    pdtype = job_fields["probability_dtype"]
     reuse = job_fields.get("reuse")
+    _, y, x = job_fields["shape"]
+    out = np.empty((z1 - z0, y, x), dtype=_block_dtype(pdtype))
+    masks = out if pdtype is None else out["mask"]
     done = np.zeros(z1 - z0, dtype=bool)
     if reuse:
         done = np.asarray(zarr.open_array(reuse["done"], mode="r")[z0:z1]).astype(bool)
-    todo = [z for z in range(z0, z1) if not done[z - z0]]
-    results: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        if done.any():
+            mask_arr = _open_level0(*reuse["mask"])
+            prob_arr = _open_level0(*reuse["probability"]) if pdtype else None
+            for i in np.flatnonzero(done):
+                masks[i] = mask_arr[z0 + i]
+                if pdtype:
+                    out["probability"][i] = prob_arr[z0 + i]
+    todo = [int(i) for i in np.flatnonzero(~done)]
     if todo:
         predictor = _predictor(key, job_fields)
         with open_volume(job_fields["input"]) as volume:
-            images = [volume[z] for z in todo]
-        results = dict(zip(todo, predictor.predict(images, probability=want_p)))
-    if reuse and len(todo) < z1 - z0:
-        mask_arr = _open_level0(*reuse["mask"])
-        prob_arr = _open_level0(*reuse["probability"]) if want_p else None
-        for z in range(z0, z1):
-            if done[z - z0]:
-                p = np.asarray(prob_arr[z]) if want_p else None
-                if p is not None and p.dtype == np.uint8:
-                    p = p.astype(np.float32) / 255.0  # encode_probability gives the same bytes back
-                results[z] = (np.asarray(mask_arr[z]), p)
-    masks = np.stack([results[z][0] for z in range(z0, z1)])
-    if not want_p:
-        return masks
-    probs = np.stack([results[z][1] for z in range(z0, z1)]).astype(np.float32)
-    return np.stack([masks.astype(np.float32), probs])
-
-
-def _encode_block(block: np.ndarray, *, probability_dtype: ProbabilityDtype) -> np.ndarray:
-    return encode_probability(block, probability_dtype)
+            images = [volume[z0 + i] for i in todo]
+        for i, (mask, p) in zip(todo, predictor.predict(images, probability=pdtype is not None)):
+            masks[i] = mask
+            if pdtype:
+                out["probability"][i] = encode_probability(p, pdtype)
+    return out
 
 
 def _mark_block(*stored: np.ndarray, done_path: str, offset: int, block_info=None) -> np.ndarray:
@@ -124,7 +125,7 @@ def _mark_block(*stored: np.ndarray, done_path: str, offset: int, block_info=Non
 
 
 def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool, reuse: bool = False):
-    """The lazy prediction of the whole volume: masks, or [mask, probability] along a new first axis.
+    """The lazy prediction of the whole volume: masks, or (mask, probability) records.
 
     With ``reuse``, slices the job's outputs flag as done are read back rather than predicted.
     """
@@ -132,11 +133,13 @@ def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool, re
     from dask.base import tokenize
 
     z, y, x = job.shape
+    pdtype = job.probability_dtype if probability else None
     fields: dict[str, Any] = {
         "checkpoint": str(job.checkpoint),
         "input": job.input,
+        "shape": job.shape,
         "settings": job.predictor_settings(),
-        "probability": probability,
+        "probability_dtype": pdtype,
     }
     if reuse and job.outputs is not None:
         outs = job.outputs
@@ -148,12 +151,9 @@ def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool, re
         }
     zchunks = tuple(min(block_slices, z - s) for s in range(0, z, block_slices))
     name = f"emfm-predict-{tokenize(key, fields, zchunks)}"
-    if probability:
-        chunks, dtype = ((2,), zchunks, (y,), (x,)), np.dtype(np.float32)
-    else:
-        chunks, dtype = (zchunks, (y,), (x,)), np.dtype(np.uint8)
+    dtype = _block_dtype(pdtype)
     return da.map_blocks(
-        _predict_block, chunks=chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype), name=name,
+        _predict_block, chunks=(zchunks, (y,), (x,)), dtype=dtype, meta=np.empty((0, 0, 0), dtype), name=name,
         key=key, job_fields=fields,
     )
 
@@ -257,17 +257,12 @@ def predict_volume_dask(
             marks = []
             for s, e in runs:
                 region = (slice(s, e), slice(None), slice(None))
+                part = full[s:e]
                 if want_p:
-                    part = full[:, s:e]
-                    pdtype = np.dtype(job.probability_dtype)
-                    prob = da.map_blocks(
-                        _encode_block, part[1], dtype=pdtype, meta=np.empty((0, 0, 0), pdtype),
-                        probability_dtype=job.probability_dtype,
-                    )
-                    sources = [part[0].astype(np.uint8), prob]
+                    sources = [part["mask"], part["probability"]]
                     targets = [outputs.mask.array(), outputs.probability.array()]
                 else:
-                    sources, targets = [full[s:e]], [outputs.mask.array()]
+                    sources, targets = [part], [outputs.mask.array()]
                 stored = da.store(
                     sources, targets, regions=[region] * len(sources), lock=False, compute=False, return_stored=True
                 )

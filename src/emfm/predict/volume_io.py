@@ -331,7 +331,9 @@ class PredictionOutputs:
         ome_scale: Mapping | None = None,
     ) -> None:
         self.mask = OutputTarget(mask, "mask", np.uint8)
-        self.probability = OutputTarget(probability, "probability", np.dtype(probability_dtype)) if probability else None
+        self.probability = (
+            OutputTarget(probability, "probability", np.dtype(probability_dtype)) if probability else None
+        )
         if self.probability is not None and self.probability.store.resolve() == self.mask.store.resolve():
             raise ConfigError(f"--probabilities {probability} is the same path as --output; give it its own path")
         self.shape = tuple(int(s) for s in shape)
