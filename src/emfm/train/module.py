@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import lightning as L
@@ -9,6 +10,8 @@ import torch
 
 from emfm.evaluate.metrics import dice_loss
 from emfm.models.segmenter import Segmenter
+
+log = logging.getLogger(__name__)
 
 
 class SegmentationModule(L.LightningModule):
@@ -107,3 +110,5 @@ class History(L.Callback):
             if key in m:
                 row[key] = float(m[key])
         self.rows.append(row)
+        # Without a progress bar (clusters, logs) the epochs would pass in silence.
+        log.info("epoch %d: %s", row["epoch"], ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
