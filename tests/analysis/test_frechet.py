@@ -147,3 +147,19 @@ def test_bad_inputs_raise_actionable_errors():
         pca_frechet_distance(rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) + 9, n_components=0)
     with pytest.raises(ConfigError, match="unknown covariance"):
         frechet_distance(rng.normal(size=(5, 3)), rng.normal(size=(5, 3)), covariance="oas")
+
+
+def test_eigh_trace_agrees_with_sqrtm():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(200, 20)) @ rng.normal(size=(20, 20))
+    y = rng.normal(size=(150, 20)) @ rng.normal(size=(20, 20)) + 0.5
+    ref = frechet_distance(x, y)
+    fast = frechet_distance(x, y, method="eigh")
+    assert fast.value == pytest.approx(ref.value, rel=1e-7) and fast.method == "eigh"
+    s_x, s_y = rng.normal(size=(8, 30)), rng.normal(size=(9, 30)) + 0.1  # singular: stays real and finite
+    assert frechet_distance(s_x, s_y, method="eigh").value == pytest.approx(eigen_frechet(s_x, s_y), rel=1e-7)
+    assert pca_frechet_distance(x, y, n_components=4, method="eigh").value == pytest.approx(
+        pca_frechet_distance(x, y, n_components=4).value, rel=1e-8
+    )
+    with pytest.raises(ConfigError, match="unknown trace method"):
+        frechet_distance(x, y, method="svd")

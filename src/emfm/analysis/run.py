@@ -23,6 +23,7 @@ import numpy as np
 
 from emfm import __version__
 from emfm._io import atomic_write_json, finite_json, safe_name
+from emfm.analysis._threads import single_threaded_blas
 from emfm.analysis.bootstrap import BootstrapMethod
 from emfm.analysis.distances import compare_pair
 from emfm.analysis.embeddings import EmbeddingKind, crop_embeddings, image_embeddings, patch_labels, patch_tokens
@@ -218,6 +219,7 @@ def _encode_dataset(
     return feats
 
 
+@single_threaded_blas()
 def run_analysis(
     *,
     backbone: str | Backbone,

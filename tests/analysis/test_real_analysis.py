@@ -1,0 +1,45 @@
+"""The analysis on the real data with the one real backbone here (slow: a ViT-S over ~350 slices on CPU).
+
+dinov2-vits14-imgfocus is a DINOv2-architecture ViT-S/14 fine-tuned for saliency, NOT the official
+DINOv2 (see ../shared/README.md); its numbers are reported under its own name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from emfm.analysis import run_analysis
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+WEIGHTS = SHARED / "weights" / "dinov2-vits14-imgfocus"
+
+
+@pytest.mark.slow
+def test_lucchi_vs_vnc_with_dinov2_vits14_imgfocus(tmp_path):
+    if not (SHARED / "data" / "lucchi_pp").is_dir() or not WEIGHTS.is_dir():
+        pytest.skip(f"{SHARED} with the data and weights is not present")
+    result = run_analysis(
+        backbone=str(WEIGHTS),
+        datasets=["lucchi_pp", "vnc"],
+        data_root=SHARED / "data",
+        out=tmp_path / "analysis",
+        resolution=518,
+        layers=[5, 6, 11],
+        cache_dir=os.environ.get("EMFM_TEST_CACHE", tmp_path / "cache"),
+        progress=False,
+    )
+    assert result["backbone"]["name"] == "dinov2-vits14-imgfocus"
+    assert result["datasets"]["lucchi_pp"]["n_images"] == 165 and result["datasets"]["vnc"]["n_images"] == 17
+    (pair,) = result["comparisons"]
+    for name, fd in pair["frechet"].items():
+        assert fd["value"] > 0 and fd["above_baselines"], name
+    assert pair["frechet"]["full"]["singular"] is True
+    assert pair["domain_probe"]["cross_validation"]["roc_auc_mean"] > 0.95
+    lucchi = result["mitochondria_probe"]["lucchi_pp"]
+    iou = dict(zip(lucchi["layers"], lucchi["iou"]))
+    # ../shared/README.md: 0.63 from a middle layer, 0.48 from the last, 0.36 with random weights.
+    assert max(iou[5], iou[6]) > 0.55 and iou[11] < max(iou[5], iou[6])
+    assert all(v > 3 * lucchi["trivial_iou"] for v in iou.values())
