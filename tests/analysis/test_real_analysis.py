@@ -1,12 +1,13 @@
 """The analysis on the real data with the one real backbone here (slow: a ViT-S over ~350 slices on CPU).
 
 dinov2-vits14-imgfocus is a DINOv2-architecture ViT-S/14 fine-tuned for saliency, NOT the official
-DINOv2 (see ../shared/README.md); its numbers are reported under its own name.
+DINOv2 (see ../shared/README.md); its numbers are reported under its own name. Run with
+``python -m pytest -m slow tests/analysis/test_real_analysis.py``; the first run encodes ~350 slices
+(about 10 minutes on 2 CPU cores), later runs read the feature cache.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_lucchi_vs_vnc_with_dinov2_vits14_imgfocus(tmp_path):
         out=tmp_path / "analysis",
         resolution=518,
         layers=[5, 6, 11],
-        cache_dir=os.environ.get("EMFM_TEST_CACHE", tmp_path / "cache"),
+        cache_dir=None,  # the default feature cache ($EMFM_CACHE/features): a second run reads it
         progress=False,
     )
     assert result["backbone"]["name"] == "dinov2-vits14-imgfocus"

@@ -141,8 +141,9 @@ def run_analyze(args: argparse.Namespace) -> int:
                                                "baseline_repeats", "level")})
     out = Path(args.out) if args.out else default_out(config)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump({**config, "out": str(out.resolve()),
-                                                          "emfm_version": __version__}, sort_keys=False))
+    header = "# emfm analyze: the keyword arguments of emfm.analysis.run_analysis (layers: null = every block)\n"
+    atomic_write_text(out / "config.yaml", header + yaml.safe_dump(
+        {**config, "out": str(out.resolve()), "emfm_version": __version__}, sort_keys=False))
     result = run_analysis(out=out, progress=not args.no_progress, **config)
     print_summary(result, out)
     return 0
