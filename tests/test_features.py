@@ -74,3 +74,16 @@ def test_corrupt_entries_are_rebuilt_not_used(tmp_path, damage, caplog):
     again = encode_stack(bb, st, resolution=42, cache=cache, progress=False)
     assert bb.calls == 2 and torch.equal(again.grids[0], good)
     assert "recomputing" in caplog.text
+
+
+def test_entries_keep_earlier_layers_and_load_only_what_is_asked(tmp_path):
+    bb, cache, st = CountingBackbone(), FeatureCache(tmp_path), stack(1)
+    encode_stack(bb, st, resolution=42, cache=cache, layers=[0], progress=False)
+    encode_stack(bb, st, resolution=42, cache=cache, layers=[1], progress=False)
+    (path,) = tmp_path.rglob("*.safetensors")
+    key = path.stem
+    assert cache.names(key) == {"grid", "cls", "layer_0", "layer_1"}
+    assert set(cache.load(key, ["grid"])) == {"grid"}
+    assert cache.load(key, ["layer_7"]) is None
+    f = encode_stack(bb, st, resolution=42, cache=cache, layers=[0, 1], progress=False)
+    assert bb.calls == 2 and f.n_cached == 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,13 @@ class FeatureCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def load(self, key: str) -> dict[str, torch.Tensor] | None:
-        """The entry's tensors, or None if absent, stale or corrupt (a corrupt file is removed)."""
+    def load(self, key: str, names: Collection[str] | None = None) -> dict[str, torch.Tensor] | None:
+        """The entry's tensors (only ``names`` if given), or None if absent, stale, corrupt or missing
+        one of ``names``. A corrupt or stale file is removed.
+
+        Each tensor carries its own digest, so a training run that needs only the final grid reads
+        that grid, not every intermediate layer an analysis stored beside it.
+        """
         from safetensors import safe_open
 
         path = self.path(key)
@@ -76,22 +81,37 @@ class FeatureCache:
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
-                tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+                available = set(fh.keys())
+                wanted = available if names is None else set(names)
+                if not wanted <= available:
+                    return None
+                tensors = {name: fh.get_tensor(name) for name in wanted}
         except Exception as exc:  # safetensors raises several types for damaged files
             log.warning("feature cache entry %s is unreadable (%s); recomputing it", path, exc)
             path.unlink(missing_ok=True)
             return None
-        if meta.get("key") != key or meta.get("digest") != _tensor_digest(tensors):
+        bad = [n for n in tensors if meta.get(f"digest:{n}") != _tensor_digest({n: tensors[n]})]
+        if meta.get("key") != key or bad:
             log.warning("feature cache entry %s does not match its key or checksum; recomputing it", path)
             path.unlink(missing_ok=True)
             return None
         return tensors
 
+    def names(self, key: str) -> set[str]:
+        """Tensor names an entry holds (empty if it is absent or unreadable), without reading them."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path(key)), framework="pt") as fh:
+                return set(fh.keys())
+        except Exception:  # absent or damaged: nothing to keep
+            return set()
+
     def save(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        meta = {"key": key, "digest": _tensor_digest(tensors)}
+        meta = {"key": key, **{f"digest:{n}": _tensor_digest({n: t}) for n, t in tensors.items()}}
         with atomic_path(self.path(key), suffix=".safetensors") as tmp:
             save_file(tensors, str(tmp), metadata=meta)
 
@@ -174,9 +194,10 @@ def encode_stack(
     sizes = [resized_shape(img.shape, resolution, backbone.patch_size) for img in stack.images]
     keys = [spec.key(stack.image_digest(i)) for i in range(n)]
     todo: list[int] = []
+    names = ["grid", "cls", *(f"layer_{j}" for j in wanted_layers)]
     for i in range(n):
-        entry = cache.load(keys[i]) if cache is not None else None
-        if entry is not None and all(f"layer_{j}" in entry for j in wanted_layers):
+        entry = cache.load(keys[i], names) if cache is not None else None
+        if entry is not None:
             entries[i] = entry
         else:
             todo.append(i)
@@ -195,17 +216,22 @@ def encode_stack(
         for size, idxs in by_size.items():
             for start in range(0, len(idxs), batch_size):
                 chunk = idxs[start : start + batch_size]
+                kept = set(wanted_layers)
+                if cache is not None:
+                    for i in chunk:
+                        kept |= {int(n[6:]) for n in cache.names(keys[i]) if n.startswith("layer_")}
+                compute_layers = sorted(kept)
                 pixels = torch.stack(
                     [image_to_tensor(stack.images[i], size, spec.mean, spec.std, intensity=intensity) for i in chunk]
                 )
-                out = backbone.encode(pixels.to(device), layers=wanted_layers or None)
+                out = backbone.encode(pixels.to(device), layers=compute_layers or None)
                 for b, i in enumerate(chunk):
                     entry = {"grid": out.patch_grid[b].float().cpu().clone(), "cls": out.cls[b].float().cpu().clone()}
-                    for j in wanted_layers:
+                    for j in compute_layers:
                         entry[f"layer_{j}"] = out.layers[j][b].float().cpu().clone()
-                    entries[i] = entry
                     if cache is not None:
                         cache.save(keys[i], entry)
+                    entries[i] = {k: v for k, v in entry.items() if k in names}
                 bar.update(len(chunk))
     bar.close()
     backbone.train(was_training)
