@@ -44,9 +44,10 @@ def evaluate_segmenter(
     panels = []
     for name, stack in test_stacks.items():
         res = results[name]
-        # The slices with the most foreground show the most; pick up to three per test set.
-        order = np.argsort([-int(m.sum()) for m in stack.masks])[:3]
-        for i in sorted(order.tolist()):
+        # Three slices spread through the stack (first, middle and last quartiles of those with foreground).
+        with_fg = [i for i, m in enumerate(stack.masks) if m.any()] or list(range(len(stack)))
+        picks = sorted({with_fg[int(q * (len(with_fg) - 1))] for q in (0.25, 0.5, 0.75)})
+        for i in picks:
             panels.append((name, stack.ids[i], stack.images[i], stack.masks[i], res.predictions[i], res.native.per_slice[i]))
     plot_examples(panels, run_dir / "examples.png")
     return summarise(results, {n: s.ids for n, s in test_stacks.items()})

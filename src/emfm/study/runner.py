@@ -80,6 +80,9 @@ def run_study(
     skipped = len(specs) - len(todo) if not aggregate_only else 0
     log.info("study %s: %d runs, %d complete, %d to run", study.name, len(specs), len(specs) - len(todo), len(todo))
     started = time.perf_counter()
+    # The analysis goes first: it encodes every slice once with all the layers it probes, and the
+    # frozen runs at the same resolution then read their final grids from those cache entries.
+    analysis = run_analyses(study, out) if study.analysis and not aggregate_only else collect_analyses(study, out)
     if todo and executor == "local":
         bar = tqdm(todo, desc=f"study {study.name}", unit="run")
         for spec in bar:
@@ -93,7 +96,6 @@ def run_study(
             return {"runs": len(specs), "submitted": len(jobs), "skipped": skipped, "pending": len(todo)}
         for job in tqdm(jobs, desc="waiting for jobs", unit="run"):
             job.result()
-    analysis = run_analyses(study, out) if study.analysis and not aggregate_only else collect_analyses(study, out)
     from emfm.study.aggregate import write_results
     from emfm.study.report import write_report
 
