@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--halo", type=int, help="tile mode: fading tile border in network pixels (default: tile/8)")
     p.add_argument("--scale", type=float,
                    help="tile mode: network pixels per input pixel (default: as the run was trained)")
-    p.add_argument("--batch-size", type=int, default=4, help="slices (resize) or tiles (tile) per model call (default 4; 1 reproduces "
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="slices (resize) or tiles (tile) per model call (default 4; 1 reproduces "
                         "`emfm evaluate` bit for bit, larger batches may flip the odd near-tied pixel)")
     p.add_argument("--probabilities", help="also write P(foreground) here (.zarr, .ome.zarr or .tif)")
     p.add_argument("--probability-dtype", choices=["float16", "uint8"], default="float16",
