@@ -145,6 +145,9 @@ def train_run(
             features[f"test:{name}"] = encode(st)
     else:
         lora_params = apply_lora(backbone, LoraSettings(config.lora_rank, config.lora_alpha, config.lora_dropout))
+        # Backbones load in eval mode; LoRA trains them, so they train in train mode, as in the study
+        # (no dropout is active in these models; DINOv3 applies its RoPE jitter only in train mode).
+        backbone.train()
 
     torch.manual_seed(config.seed)
     head = create_head(config.head, backbone.embed_dim)
