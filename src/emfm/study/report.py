@@ -189,6 +189,57 @@ def _versions(specs: Sequence[RunSpec], out: Path) -> str:
     return "no run has finished yet"
 
 
+def _analysis_tables(result: dict[str, Any]) -> str:
+    """The analysis numbers as Markdown tables: distances with intervals and baselines, probes, PCA."""
+    out: list[str] = []
+    for comp in result.get("comparisons", []):
+        a, b = comp["datasets"]
+        out.append(f"**{a} vs {b}** (95% bootstrap intervals; baseline = the same distance between two random "
+                   "halves of one dataset, mean over repeats: the scale of \"no shift\")\n")
+        out.append(f"| distance | estimator | value | 95% interval | baseline {a} | baseline {b} | samples | dim |")
+        out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        rows = [("Fréchet", k, v) for k, v in comp.get("frechet", {}).items()]
+        if "kid" in comp:
+            rows.append(("KID", "unbiased MMD², cubic kernel", comp["kid"]))
+        for dist, est, v in rows:
+            iv = v.get("interval") or {}
+            bl = v.get("baselines") or {}
+            n = v.get("n_samples") or v.get("n_images") or {}
+            note = " (singular covariance)" if v.get("singular") else ""
+            out.append(
+                f"| {dist} | {est}{note} | {v['value']:.2f} | {iv.get('low', float('nan')):.2f} – {iv.get('high', float('nan')):.2f} | "
+                f"{(bl.get(a) or {}).get('mean', float('nan')):.2f} | {(bl.get(b) or {}).get('mean', float('nan')):.2f} | "
+                f"{' / '.join(str(n[k]) for k in (a, b) if k in n)} | {v.get('dim', '')} |"
+            )
+        probe = comp.get("domain_probe")
+        if probe:
+            h, cv = probe.get("holdout", {}), probe.get("cross_validation", {})
+            out.append(
+                f"\nDomain probe (logistic regression on PCA-{probe.get('n_components')} features): hold-out accuracy "
+                f"{h.get('accuracy', float('nan')):.3f}, balanced accuracy {h.get('balanced_accuracy', float('nan')):.3f}, "
+                f"ROC-AUC {h.get('roc_auc', float('nan')):.3f} (majority-class accuracy {h.get('majority_accuracy', float('nan')):.3f}); "
+                f"{cv.get('n_folds')}-fold CV balanced accuracy {cv.get('balanced_accuracy_mean', float('nan')):.3f} ± "
+                f"{cv.get('balanced_accuracy_std', float('nan')):.3f}, AUC {cv.get('roc_auc_mean', float('nan')):.3f}.\n"
+            )
+    probes = result.get("mitochondria_probe") or {}
+    if probes:
+        names = list(probes)
+        layers = probes[names[0]].get("layers", [])
+        out.append("Mitochondria probe: foreground IoU of test patches from a linear read-out of each block's tokens "
+                   "(block index 0-based).\n")
+        out.append("| block | " + " | ".join(names) + " |")
+        out.append("|" + " --- |" * (len(names) + 1))
+        for i, layer in enumerate(layers):
+            out.append(f"| {layer} | " + " | ".join(f"{probes[n]['iou'][i]:.3f}" for n in names) + " |")
+        out.append("| all patches foreground | " + " | ".join(f"{probes[n].get('trivial_iou', float('nan')):.3f}" for n in names) + " |")
+    pca = result.get("pca") or {}
+    if pca.get("explained_variance_ratio"):
+        ev = pca["explained_variance_ratio"]
+        out.append(f"\nPCA of the image embeddings: PC1 {100 * ev[0]:.1f}%, PC2 {100 * ev[1]:.1f}% of the variance; "
+                   f"{len(ev)} components {100 * sum(ev):.1f}%.")
+    return "\n".join(out)
+
+
 def _analysis_section(analysis: dict[str, dict], out: Path, figures: Path) -> str:
     import shutil
 
@@ -196,27 +247,17 @@ def _analysis_section(analysis: dict[str, dict], out: Path, figures: Path) -> st
 
     parts = []
     for backbone, result in analysis.items():
-        name = result.get("backbone", {}).get("name") if isinstance(result.get("backbone"), dict) else Path(backbone).name
+        meta = result.get("backbone")
+        name = meta.get("name") if isinstance(meta, dict) else Path(backbone).name
         parts.append(f"### {name}\n")
-        parts.append("```json\n" + json.dumps(_analysis_digest(result), indent=2) + "\n```\n")
+        parts.append(_analysis_tables(result) + "\n")
         src = analysis_dir(out, backbone)
         for png in sorted(src.glob("*.png")):
             dest = figures / f"analysis_{src.name}_{png.name}"
             shutil.copyfile(png, dest)
             parts.append(f"![{png.stem}](figures/{dest.name})\n")
+        parts.append(f"All numbers, with their protocols: `{src.relative_to(out) / 'analysis.json'}`.\n")
     return "\n".join(parts) if parts else "No analysis was run (add an `analysis:` section to the study config)."
-
-
-def _analysis_digest(result: dict[str, Any], depth: int = 0) -> Any:
-    """The analysis numbers without per-sample arrays, rounded, for the report."""
-    if isinstance(result, dict):
-        return {k: _analysis_digest(v, depth + 1) for k, v in result.items()
-                if not (isinstance(v, list) and len(v) > 24)}
-    if isinstance(result, float):
-        return round(result, 4)
-    if isinstance(result, list):
-        return [_analysis_digest(v, depth + 1) for v in result]
-    return result
 
 
 def write_report(
