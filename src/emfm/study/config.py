@@ -30,6 +30,7 @@ class Ablation:
     adapters: tuple[str, ...] = ()
     heads: tuple[str, ...] = ()
     train_sets: tuple[tuple[str, ...], ...] = ()
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class StudyConfig:
                     adapters=tuple(listify(item.pop("adapters", []))),
                     heads=tuple(listify(item.pop("heads", []))),
                     train_sets=tuple(tuple(split_names(t)) for t in listify(item.pop("train_sets", []))),
+                    seeds=tuple(int(x) for x in listify(item.pop("seeds", []))),
                     settings=item,
                 )
             )
@@ -117,7 +119,7 @@ class StudyConfig:
         d["train_sets"] = [list(t) for t in self.train_sets]
         d["ablations"] = [
             {"name": a.name, "adapters": list(a.adapters), "heads": list(a.heads),
-             "train_sets": [list(t) for t in a.train_sets], **dict(a.settings)}
+             "train_sets": [list(t) for t in a.train_sets], "seeds": list(a.seeds), **dict(a.settings)}
             for a in self.ablations
         ]
         for key in ("backbones", "adapters", "heads", "test_sets", "seeds"):

@@ -60,7 +60,7 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
     for ab in study.ablations:
         for backbone, adapter, head, train, seed in itertools.product(
             study.backbones, ab.adapters or study.adapters, ab.heads or study.heads,
-            ab.train_sets or study.train_sets, study.seeds,
+            ab.train_sets or study.train_sets, ab.seeds or study.seeds,
         ):
             add(backbone, adapter, head, train, seed, dict(ab.settings), safe_name(ab.name))
     return specs
