@@ -317,7 +317,7 @@ class FolderVolume(Volume):
         return img
 
 
-def _split_container(spec: str) -> tuple[Path, str | None]:
+def split_container(spec: str) -> tuple[Path, str | None]:
     """``file.h5:key`` -> (file.h5, key); a plain existing path -> (path, None)."""
     if Path(spec).exists() or ":" not in spec:
         return Path(spec), None
@@ -426,7 +426,7 @@ def open_volume(path: str | Path) -> Volume:
         DataError: the path does not exist, is corrupt, or is not a grey uint8/uint16 volume.
     """
     spec = str(path)
-    file, key = _split_container(spec)
+    file, key = split_container(spec)
     if not file.exists():
         raise DataError(f"{spec}: no such file or folder.")
     suffix = file.suffix.lower()

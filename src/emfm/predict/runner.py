@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from emfm import __version__
-from emfm.data.readers import _split_container
+from emfm.data.readers import split_container
 from emfm.errors import ConfigError, RunDirError
 from emfm.predict.tiling import check_tiling, default_halo, tiled_logits
 from emfm.predict.volume_io import PredictionOutputs, check_disk_space, input_pixel_scale, output_kind
@@ -185,7 +185,7 @@ def _sha256(path: Path) -> str:
 
 def _resolved_spec(spec: str) -> str:
     """The input spec with its file part made absolute (``file.h5:key`` keeps its key)."""
-    file, key = _split_container(spec)
+    file, key = split_container(spec)
     return str(file.resolve()) + (f":{key}" if key else "")
 
 
@@ -316,7 +316,7 @@ def plan_prediction(
         from emfm.errors import DataError
 
         raise DataError(f"{spec}: volume of shape {shape} is empty; expected at least one slice")
-    in_file = _split_container(spec)[0].resolve()
+    in_file = split_container(spec)[0].resolve()
     for out in [output, probabilities]:
         if out is not None and Path(out).resolve() == in_file:
             raise ConfigError(f"output {out} is the input itself; write the prediction to another path")

@@ -98,9 +98,9 @@ def ome_metadata(name: str, scale: Mapping[str, Any] | None = None) -> dict[str,
 
 def input_pixel_scale(spec: str) -> dict[str, list] | None:
     """Pixel sizes and units of the last three axes of an OME-Zarr input, or None for anything else."""
-    from emfm.data.readers import _split_container
+    from emfm.data.readers import split_container
 
-    file, _ = _split_container(spec)
+    file, _ = split_container(spec)
     if not is_zarr_store(file):
         return None
     try:
