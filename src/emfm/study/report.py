@@ -336,6 +336,11 @@ weights, heads or resolutions.
 - Adapters: {", ".join(study.adapters)}; heads: {", ".join(study.heads)}; seeds: {", ".join(map(str, study.seeds))}.
 - Shared settings: {", ".join(f"{k}={v}" for k, v in d.items() if k not in ("data_root", "cache_dir")) or "the defaults"}.
 - Per-adapter settings: {"; ".join(f"{a}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for a, o in study.adapter_overrides.items()) or "none"}.
+- Ablations: {"; ".join(f"{a.name}: " + ", ".join(f"{k}={v}" for k, v in a.settings.items())
+                        + (f" (adapters {', '.join(a.adapters)})" if a.adapters else "")
+                        + (f" (trained on {', '.join('+'.join(t) for t in a.train_sets)})" if a.train_sets else "")
+                        + (f" (seeds {', '.join(map(str, a.seeds))})" if a.seeds else "")
+                        for a in study.ablations) or "none"}.
 - Training: AdamW, Dice loss with softmax over both classes, gradient clipping, early stopping on validation
   loss; the weights of the best validation epoch are kept. Validation: 10% of each training set (seed 42),
   shipped as split files.
