@@ -132,3 +132,11 @@ def test_training_on_a_folder_without_test_part_and_testing_on_it_is_refused(tin
     shutil.rmtree(tmp_path / "d" / "test")
     with pytest.raises(ConfigError, match="no test/ part"):
         train_run(config(tiny_backbone_dir, name, tmp_path), tmp_path / "x", progress=False)
+
+
+def test_bf16_autocast_trains_and_scores(tiny_backbone_dir, datasets, tmp_path):
+    a, _ = datasets
+    m = train_run(config(tiny_backbone_dir, a, tmp_path, precision="bf16", adapter="lora", lora_rank=2, epochs=1),
+                  tmp_path / "bf16", progress=False)
+    assert m["run"]["precision"] == "bf16" and 0.0 <= m["test"][a]["fg_iou"] <= 1.0
+    assert np.isfinite(m["train"][0]["train_loss"])
