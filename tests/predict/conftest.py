@@ -196,17 +196,3 @@ def tiny_vit_dir(tmp_path_factory) -> Path:
 def vit_run(tmp_path, tiny_vit_dir) -> Path:
     return make_vit_run(tmp_path / "vit_run", tiny_vit_dir)
 
-
-def write_folder_dataset(root: Path, n_train: int, n_test: int, shape, seed: int) -> str:
-    """A ``folder:`` dataset: ``train/`` and ``test/`` with ``images/`` (png) and 0/255 ``masks/``."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for part, n in (("train", n_train), ("test", n_test)):
-        (root / part / "images").mkdir(parents=True)
-        (root / part / "masks").mkdir(parents=True)
-        for i in range(n):
-            img, mask = synthetic_slice(rng, shape)
-            Image.fromarray(img).save(root / part / "images" / f"img_{i:03d}.png")
-            Image.fromarray(mask * 255).save(root / part / "masks" / f"{i}.png")
-    return f"folder:{root}"

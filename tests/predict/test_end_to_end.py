@@ -12,7 +12,8 @@ from emfm.config import TrainConfig
 from emfm.data import load_split
 from emfm.predict import predict_volume, predict_volume_dask
 from emfm.train.run import train_run
-from tests.predict.conftest import read_output, write_folder_dataset
+from tests.conftest import write_folder_dataset
+from tests.predict.conftest import read_output
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
