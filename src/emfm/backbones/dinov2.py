@@ -41,50 +41,29 @@ _SIZES = {
     "l": ("large", 1024, 24, 16, 304_368_640, 304_372_736),
     "g": ("giant", 1536, 40, 24, 1_136_480_768, 1_136_486_912),
 }
-for _letter, (_suffix, _width, _depth, _heads, _params, _) in _SIZES.items():
-    register_backbone(
-        BackboneRecord(
-            name=f"dinov2-{_letter}",
-            family="dinov2",
-            hub_id=f"facebook/dinov2-{_suffix}",
-            patch_size=14,
-            embed_dim=_width,
-            depth=_depth,
-            num_heads=_heads,
-            num_register_tokens=0,
-            image_size=518,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            license="Apache-2.0",
-            gated=False,
-            lora_target_modules=LORA_TARGETS,
-            num_params=_params,
-            paper=PAPER,
-            official_file=f"dinov2_vit{_letter}14_pretrain.pth",
+for _registers in (0, 4):
+    for _letter, (_suffix, _width, _depth, _heads, _params, _params_reg) in _SIZES.items():
+        register_backbone(
+            BackboneRecord(
+                name=f"dinov2-reg-{_letter}" if _registers else f"dinov2-{_letter}",
+                family="dinov2_reg" if _registers else "dinov2",
+                hub_id=f"facebook/dinov2-with-registers-{_suffix}" if _registers else f"facebook/dinov2-{_suffix}",
+                patch_size=14,
+                embed_dim=_width,
+                depth=_depth,
+                num_heads=_heads,
+                num_register_tokens=_registers,
+                image_size=518,
+                mean=IMAGENET_MEAN,
+                std=IMAGENET_STD,
+                license="Apache-2.0",
+                gated=False,
+                lora_target_modules=LORA_TARGETS,
+                num_params=_params_reg if _registers else _params,
+                paper=PAPER_REG if _registers else PAPER,
+                official_file=f"dinov2_vit{_letter}14{'_reg4' if _registers else ''}_pretrain.pth",
+            )
         )
-    )
-for _letter, (_suffix, _width, _depth, _heads, _, _params_reg) in _SIZES.items():
-    register_backbone(
-        BackboneRecord(
-            name=f"dinov2-reg-{_letter}",
-            family="dinov2_reg",
-            hub_id=f"facebook/dinov2-with-registers-{_suffix}",
-            patch_size=14,
-            embed_dim=_width,
-            depth=_depth,
-            num_heads=_heads,
-            num_register_tokens=4,
-            image_size=518,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            license="Apache-2.0",
-            gated=False,
-            lora_target_modules=LORA_TARGETS,
-            num_params=_params_reg,
-            paper=PAPER_REG,
-            official_file=f"dinov2_vit{_letter}14_reg4_pretrain.pth",
-        )
-    )
 
 
 def official_position_embeddings(
