@@ -12,17 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from emfm._io import atomic_path
+from emfm._plotting import save_figure
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    path = Path(path)
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_pca_scatter(

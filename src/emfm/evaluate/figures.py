@@ -7,20 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from emfm._plotting import new_figure, save_figure
 
 
 def plot_curves(history: Sequence[dict], path: str | Path, *, best_epoch: int | None = None, title: str = "") -> None:
     """Train and validation Dice loss per epoch, with the restored (best) epoch marked."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig = new_figure(figsize=(6, 4), dpi=110)
+    ax = fig.subplots()
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         pts = [(r["epoch"], r[key]) for r in history if key in r]
         if pts:
@@ -32,8 +25,7 @@ def plot_curves(history: Sequence[dict], path: str | Path, *, best_epoch: int | 
     ax.set_title(title or "training curve")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, color: tuple[float, float, float]) -> np.ndarray:
@@ -53,9 +45,9 @@ def plot_examples(
     Args:
         panels: (dataset, slice id, image, truth, prediction, IoU) per row.
     """
-    plt = _pyplot()
     rows = max(len(panels), 1)
-    fig, axes = plt.subplots(rows, 3, figsize=(10, 3.2 * rows), dpi=100, squeeze=False)
+    fig = new_figure(figsize=(10, 3.2 * rows), dpi=100)
+    axes = fig.subplots(rows, 3, squeeze=False)
     for row, (name, sid, image, truth, pred, iou) in zip(axes, panels):
         row[0].imshow(image, cmap="gray")
         row[0].set_title(f"{name} slice {sid}")
@@ -66,5 +58,4 @@ def plot_examples(
         for ax in row:
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)

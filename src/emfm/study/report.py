@@ -16,6 +16,7 @@ from typing import Any
 
 from emfm import rundir
 from emfm._io import atomic_write_text
+from emfm._plotting import new_figure, save_figure
 from emfm.study.aggregate import summarise_cells
 from emfm.study.config import StudyConfig
 from emfm.study.grid import RunSpec
@@ -75,29 +76,20 @@ def latex_table(header: Sequence[str], body: Sequence[Sequence[str]], caption: s
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_by_train_set(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """IoU per test set (panels) and training set (groups), one bar per backbone/adapter/variant,
     with each seed as a dot and the sd as an error bar: single vs joint training at a glance."""
+    import matplotlib
     import numpy as np
 
-    plt = _pyplot()
     cells = [c for c in summarise_cells(rows) if c["test_set"] != "pooled"]
     tests = sorted({c["test_set"] for c in cells})
     trains = list(dict.fromkeys(c["train_sets"] for c in cells))
     series = list(dict.fromkeys((c["backbone"], c["adapter"], c["head"], c["ablation"], c["resolution"]) for c in cells))
-    fig, axes = plt.subplots(1, len(tests), figsize=(max(5.5, 2.2 * len(trains)) * len(tests), 4.4), dpi=110,
-                             squeeze=False)
+    fig = new_figure(figsize=(max(5.5, 2.2 * len(trains)) * len(tests), 4.4), dpi=110)
+    axes = fig.subplots(1, len(tests), squeeze=False)
     width = 0.8 / max(len(series), 1)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     many_backbones = len({t[0] for t in series}) > 1
     for ax, test in zip(axes[0], tests):
         labelled: set[int] = set()
@@ -124,21 +116,19 @@ def plot_by_train_set(rows: Sequence[dict[str, Any]], path: Path) -> None:
     uniq = dict(zip(labels, handles))
     fig.legend(uniq.values(), uniq.keys(), loc="upper center", ncol=min(len(uniq), 4), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)
 
 
 def plot_by_backbone(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """In-domain IoU (trained and tested on the same single set) by backbone and adapter, with seeds."""
     import numpy as np
 
-    plt = _pyplot()
     cells = [c for c in summarise_cells(rows) if c["train_sets"] == c["test_set"] and c["pairing"] == "by-number"]
     tests = sorted({c["test_set"] for c in cells})
     backbones = list(dict.fromkeys(c["backbone"] for c in cells))
     adapters = list(dict.fromkeys((c["adapter"], c["head"], c["resolution"]) for c in cells))
-    fig, axes = plt.subplots(1, max(len(tests), 1), figsize=(max(4.5, 1.8 * len(backbones) * len(adapters)) * max(len(tests), 1) / 1.5, 4.2),
-                             dpi=110, squeeze=False)
+    fig = new_figure(figsize=(max(4.5, 1.8 * len(backbones) * len(adapters)) * max(len(tests), 1) / 1.5, 4.2), dpi=110)
+    axes = fig.subplots(1, max(len(tests), 1), squeeze=False)
     width = 0.8 / max(len(adapters), 1)
     for ax, test in zip(axes[0], tests):
         for k, ad in enumerate(adapters):
@@ -157,8 +147,7 @@ def plot_by_backbone(rows: Sequence[dict[str, Any]], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)
 
 
 def _splits_text(specs: Sequence[RunSpec], out: Path) -> str:
