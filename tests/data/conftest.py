@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from synth_data import make_lucchi, make_vnc
+
+from tests.data.synth_data import make_lucchi, make_vnc
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from synth_data import expected_lucchi, index_image, index_mask, make_vnc, save_grey, sha16
 
 from emfm.data import check_dataset, get_dataset
 from emfm.errors import DataError
+from tests.data.synth_data import expected_lucchi, index_image, index_mask, make_vnc, save_grey, sha16
 
 
 def test_checksums_follow_the_readme_definition(lucchi_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

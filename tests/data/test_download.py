@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from synth_data import expected_lucchi, make_lucchi
 
 from emfm.data import fetch_dataset, get_dataset
 from emfm.data.download import url_env_var
 from emfm.errors import DataError, DownloadError
+from tests.data.synth_data import expected_lucchi, make_lucchi
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from synth_data import index_image, index_mask, mask_index, save_grey
 
 from emfm.data import get_dataset, load_split, make_val_split
 from emfm.errors import DataError
+from tests.data.synth_data import index_image, index_mask, mask_index, save_grey
 
 
 def make_folder(

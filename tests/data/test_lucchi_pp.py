@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from synth_data import index_image, make_lucchi, mask_index, save_grey, save_rgb_grey
 
 from emfm.data import get_dataset, load_split, read_split_file
 from emfm.data._datasets import read_pair
 from emfm.errors import DataError
+from tests.data.synth_data import index_image, make_lucchi, mask_index, save_grey, save_rgb_grey
 
 DS = get_dataset("lucchi_pp")
 

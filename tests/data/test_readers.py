@@ -10,11 +10,11 @@ import pytest
 import tifffile
 import zarr
 from PIL import Image
-from synth_data import save_grey, save_rgb_grey
 
 from emfm.data import open_volume, read_image
 from emfm.data.readers import FolderVolume, number_in_name
 from emfm.errors import DataError
+from tests.data.synth_data import save_grey, save_rgb_grey
 
 
 @pytest.fixture
@@ -187,10 +187,9 @@ def test_truncated_tiff_stack_names_the_file(tmp_path: Path, vol: np.ndarray) ->
     path = tmp_path / "cut.tif"
     tifffile.imwrite(path, vol, compression="zlib")
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(DataError, match=r"cut\.tif"):
-        with open_volume(path) as v:
-            for z in range(len(v)):
-                v[z]
+    with pytest.raises(DataError, match=r"cut\.tif"), open_volume(path) as v:
+        for z in range(len(v)):
+            v[z]
 
 
 def test_folder_of_slices_sorted_by_number_not_text(tmp_path: Path, vol: np.ndarray) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import get_args
 
 import pytest
 
 import emfm.data.lucchi_pp as lucchi_pp
 import emfm.data.vnc as vnc
-from emfm.data import dataset_names, get_dataset, load_split
+from emfm.data import PAIRINGS, SPLITS, Pairing, Split, dataset_names, get_dataset, load_split
 from emfm.data.folder import FolderDataset
 from emfm.errors import UnknownNameError
 
@@ -50,3 +51,8 @@ def test_folder_names_build_a_folder_dataset(tmp_path) -> None:
     (tmp_path / "masks").mkdir()
     ds = get_dataset(f"folder:{tmp_path}")
     assert isinstance(ds, FolderDataset) and ds.name == f"folder:{tmp_path}"
+
+
+def test_pairings_and_splits_are_defined_once() -> None:
+    assert PAIRINGS == get_args(Pairing) == ("by-number", "text-sorted")
+    assert SPLITS == get_args(Split) == ("train", "val", "trainval", "test")

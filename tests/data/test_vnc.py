@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from synth_data import index_mask, make_vnc, mask_index, save_grey
 
 from emfm.data import get_dataset, load_split
 from emfm.errors import DataError
+from tests.data.synth_data import index_mask, make_vnc, mask_index, save_grey
 
 DS = get_dataset("vnc")
 

@@ -1,43 +1,44 @@
-"""The dataset registry and the small contract every dataset module fulfils.
+"""The contract every dataset fulfils, and the reading and locating that all datasets share.
 
-A dataset module (``lucchi_pp.py``, ``vnc.py``) subclasses :class:`EMDataset`, fills in its facts
-(citation, licence, URL, archive sha256, reference checksums) and three methods:
+A dataset subclasses :class:`EMDataset` (published datasets through
+:class:`~emfm.data._published.PublishedDataset`, which adds the indexing, pairing and split reading
+they have in common), fills in its facts (citation, licence, URL, archive sha256, reference
+checksums) and three methods:
 
 - :meth:`EMDataset.stacks`: the stacks on disk (Lucchi++ ``Train`` and ``Test``; VNC ``stack1``),
 - :meth:`EMDataset.list_slices`: the (id, image file, mask file) triples of one stack, paired,
-- :meth:`EMDataset.split_ids`: which stack and slice ids make up ``train``, ``val``, ``trainval``, ``test``,
+- :meth:`EMDataset.split_ids`: which stack and slice ids make up ``train``, ``val``, ``trainval``, ``test``.
 
-and registers an instance with ``DATASETS.register``. Reading, pairing checks, mask rules, the
-thread pool and progress bar are shared here, so every dataset loads the same way. ``folder:PATH``
-names build a :class:`~emfm.data.folder.FolderDataset` on the fly instead of a registry entry.
+Reading, pairing checks, mask rules, the thread pool, the progress bar and finding the dataset's
+folder are shared here, so every dataset loads the same way. This module knows no concrete
+dataset: :mod:`emfm.data.registry` maps names to them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from emfm._registry import Registry
 from emfm.data._masks import MaskRule
 from emfm.data._stack import SliceStack
 from emfm.data.readers import read_image
-from emfm.errors import DataError, UnknownNameError
-
-logger = logging.getLogger(__name__)
+from emfm.errors import DataError
 
 Split = Literal["train", "val", "trainval", "test"]
+#: How images meet their masks: ``by-number`` is correct; ``text-sorted`` is the published study's
+#: mistake, kept as a labelled ablation.
 Pairing = Literal["by-number", "text-sorted"]
-SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test")
-PAIRINGS: tuple[str, ...] = ("by-number", "text-sorted")
+SPLITS: tuple[str, ...] = get_args(Split)
+PAIRINGS: tuple[str, ...] = get_args(Pairing)
+
+PathArg = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,8 @@ def iter_pairs(
                 yield result
 
 
-def unknown_dataset_message(name: str, registry: Registry[EMDataset]) -> str:
-    return registry.unknown_message(name) + " Or use folder:PATH for your own images/ and masks/."
-
-
 class EMDataset(ABC):
-    """A dataset: its facts and how to list, pair, binarise and split its slices.
+    """A dataset: its facts, where it lives, and how to list, pair, binarise and split its slices.
 
     Attributes:
         name: registry name (``lucchi_pp``).
@@ -149,6 +146,8 @@ class EMDataset(ABC):
         mask_rule: how masks become {0, 1}.
         reference: per-stack checksums of the decoded data.
         has_test_split: whether ``split="test"`` is the dataset's own held-out part.
+        carries_own_path: the dataset's name says where it is (``folder:PATH``), so a data root does
+            not apply to it.
     """
 
     name: str
@@ -161,6 +160,7 @@ class EMDataset(ABC):
     mask_rule: MaskRule
     reference: dict[str, StackReference] = {}
     has_test_split: bool = True
+    carries_own_path: bool = False
 
     # -- the contract ------------------------------------------------------------------------------
 
@@ -196,28 +196,64 @@ class EMDataset(ABC):
         """The content of the shipped split file (None for datasets that ship none)."""
         return None
 
-    # -- shared behaviour ----------------------------------------------------------------------------
+    # -- where the data are --------------------------------------------------------------------------
 
-    def default_root(self) -> Path:
-        from emfm.paths import data_root
+    def root_under(self, data_root: PathArg | None) -> Path:
+        """Where the dataset belongs under a data root (not checked): ``DIR/NAME`` for ``--data-root
+        DIR``; None means ``$EMFM_DATA``, else the per-user data directory."""
+        from emfm.paths import data_root as user_data_root
 
-        return data_root() / self.name
+        return user_data_root(data_root) / self.name
 
-    def resolve_root(self, root: str | os.PathLike[str] | None) -> Path:
-        """The dataset's folder: ``root`` if given, else ``data_root() / name``; checked to exist."""
-        where = Path(root).expanduser() if root is not None else self.default_root()
-        missing = [r for r in self.required() if not (where / r).exists()]
-        if not where.is_dir() or missing:
-            what = "does not exist" if not where.is_dir() else f"lacks {', '.join(missing)}"
-            hint = ""
-            if where.is_dir() and (where / self.name).is_dir():
-                hint = f" ({where / self.name} exists: pass that folder as the dataset root.)"
+    def holds_dataset(self, folder: Path) -> bool:
+        """Whether ``folder`` is this dataset's own folder (it has every :meth:`required` path)."""
+        return folder.is_dir() and all((folder / r).exists() for r in self.required())
+
+    def locate(self, data_root: PathArg | None = None, *, root: PathArg | None = None) -> Path:
+        """The dataset's folder, checked to hold the dataset.
+
+        Args:
+            data_root: the folder holding one folder per dataset, as given to ``--data-root``; the
+                dataset is its ``NAME`` sub-folder. None: ``$EMFM_DATA``, else the per-user directory.
+            root: the dataset's own folder instead (``emfm data check --root DIR``).
+
+        Raises:
+            DataError: both are given, or the folder does not hold the dataset (the message says
+                where it looked, what it expected and how to get the data).
+        """
+        if root is not None and data_root is not None:
             raise DataError(
-                f"{self.name}: no dataset at {where} (it {what}; expected {self.layout_summary()}). "
-                f"Run `emfm data fetch {self.name}` or pass --data-root DIR (a folder holding "
-                f"{self.name}/) or --root DIR (the {self.name} folder itself).{hint}"
+                f"{self.name}: got both a root ({root}) and a data root ({data_root}); pass either the dataset's own "
+                f"folder (--root) or the folder holding {self.name}/ (--data-root)."
             )
+        where = Path(root).expanduser() if root is not None else self.root_under(data_root)
+        if not self.holds_dataset(where):
+            raise DataError(self._no_dataset_message(where))
         return where
+
+    def resolve_root(self, root: PathArg | None) -> Path:
+        """The dataset's folder: ``root`` (its own folder) if given, else its default; checked to exist.
+
+        The older form of :meth:`locate`, kept for callers not yet moved to it.
+        """
+        return self.locate(root=root)
+
+    def _no_dataset_message(self, where: Path) -> str:
+        missing = [r for r in self.required() if not (where / r).exists()]
+        what = "does not exist" if not where.is_dir() else f"lacks {', '.join(missing)}"
+        hint = ""
+        if where.is_dir() and (where / self.name).is_dir():
+            hint = f" ({where / self.name} exists: pass that folder as the dataset root.)"
+        elif not where.exists() and where.name == self.name and self.required() and self.holds_dataset(where.parent):
+            hint = (
+                f" ({where.parent} is the {self.name} folder itself: pass {where.parent.parent} as --data-root, "
+                f"or {where.parent} as --root.)"
+            )
+        return (
+            f"{self.name}: no dataset at {where} (it {what}; expected {self.layout_summary()}). "
+            f"Run `emfm data fetch {self.name}` or pass --data-root DIR (a folder holding "
+            f"{self.name}/) or --root DIR (the {self.name} folder itself).{hint}"
+        )
 
     def layout_summary(self) -> str:
         return ", ".join(self.required()) or "its files"
@@ -227,25 +263,31 @@ class EMDataset(ABC):
         queue = [extracted]
         while queue:
             here = queue.pop(0)
-            if all((here / r).exists() for r in self.required()):
+            if self.holds_dataset(here):
                 return here
             queue.extend(sorted(p for p in here.iterdir() if p.is_dir() and not p.name.startswith(("__MACOSX", "."))))
         return None
 
+    # -- reading -------------------------------------------------------------------------------------
+
     def load(
         self,
         split: Split,
-        root: str | os.PathLike[str] | None = None,
+        root: PathArg | None = None,
         *,
+        data_root: PathArg | None = None,
         pairing: Pairing = "by-number",
         progress: bool = True,
     ) -> SliceStack:
-        """Read one split into a :class:`SliceStack`; only its slices are decoded, each once."""
+        """Read one split into a :class:`SliceStack`; only its slices are decoded, each once.
+
+        ``root`` and ``data_root`` say where the dataset is, as in :meth:`locate`.
+        """
         if split not in SPLITS:
             raise DataError(f"{self.name}: unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
         if pairing not in PAIRINGS:
             raise DataError(f"{self.name}: unknown pairing {pairing!r}; expected one of {', '.join(PAIRINGS)}.")
-        where = self.resolve_root(root)
+        where = self.locate(data_root, root=root)
         stack, ids = self.split_ids(where, split)
         by_id = {s.id: s for s in self.list_slices(where, stack, pairing)}
         absent = [i for i in ids if i not in by_id]
@@ -275,127 +317,3 @@ class EMDataset(ABC):
                 "mask_files": [str(s.mask) for s in chosen],
             },
         )
-
-
-# --------------------------------------------------------------------------------------------------
-# Pairing helpers shared by the dataset modules
-# --------------------------------------------------------------------------------------------------
-
-
-def index_files(
-    folder: Path,
-    pattern: re.Pattern[str],
-    *,
-    what: str,
-) -> dict[int, Path]:
-    """Map each file in ``folder`` whose name matches ``pattern`` (group 1 = index) to its index.
-
-    Raises DataError for two files with one index and for image files that do not fit the pattern
-    (hidden files and non-image files are ignored).
-    """
-    from emfm.data.readers import IMAGE_SUFFIXES
-
-    if not folder.is_dir():
-        raise DataError(f"{folder}: folder of {what} does not exist.")
-    found: dict[int, list[Path]] = {}
-    strays = []
-    for p in folder.iterdir():
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        m = pattern.fullmatch(p.name)
-        if m:
-            found.setdefault(int(m.group(1)), []).append(p)
-        elif p.suffix.lower() in IMAGE_SUFFIXES:
-            strays.append(p.name)
-    if strays:
-        raise DataError(
-            f"{folder}: {len(strays)} file(s) do not fit the {what} naming {pattern.pattern!r}: "
-            f"{', '.join(sorted(strays)[:5])}. Move them out of the folder."
-        )
-    dups = {i: ps for i, ps in found.items() if len(ps) > 1}
-    if dups:
-        i, ps = sorted(dups.items())[0]
-        raise DataError(
-            f"{folder}: {len(dups)} index(es) have more than one of the {what}, e.g. index {i}: "
-            f"{', '.join(sorted(p.name for p in ps))}. Keep one file per index."
-        )
-    if not found:
-        raise DataError(f"{folder}: holds no {what} (expected names like {pattern.pattern!r}).")
-    return {i: ps[0] for i, ps in found.items()}
-
-
-def pair_by_number(
-    images: dict[int, Path],
-    masks: dict[int, Path],
-    *,
-    id_of: Callable[[int], str],
-    where: str,
-) -> list[SliceFiles]:
-    """Pair image N with mask N; every image must have exactly one mask and vice versa."""
-    no_mask = sorted(set(images) - set(masks))
-    no_image = sorted(set(masks) - set(images))
-    if no_mask or no_image:
-        parts = []
-        if no_mask:
-            parts.append(f"{len(no_mask)} image(s) with no mask (e.g. {images[no_mask[0]].name})")
-        if no_image:
-            parts.append(f"{len(no_image)} mask(s) with no image (e.g. {masks[no_image[0]].name})")
-        raise DataError(f"{where}: images and masks do not pair one to one: {'; '.join(parts)}.")
-    return [SliceFiles(id_of(i), images[i], masks[i]) for i in sorted(images)]
-
-
-def pair_text_sorted(
-    images: dict[int, Path],
-    masks: dict[int, Path],
-    *,
-    id_of: Callable[[int], str],
-    where: str,
-) -> list[SliceFiles]:
-    """The study's mistake, kept as an ablation: the i-th image by name with the i-th mask by name.
-
-    Names are compared as text, so masks ``0.png, 1.png, 10.png, 100.png, ...`` meet images
-    ``mask0000, mask0001, mask0002, mask0003, ...``. Logs a WARNING saying how many slices still get
-    their own mask.
-    """
-    if len(images) != len(masks):
-        raise DataError(f"{where}: text-sorted pairing needs as many masks as images ({len(masks)} vs {len(images)}).")
-    img_sorted = sorted(images.items(), key=lambda kv: kv[1].name)
-    mask_sorted = sorted(masks.items(), key=lambda kv: kv[1].name)
-    own = sum(1 for (i, _), (j, _) in zip(img_sorted, mask_sorted) if i == j)
-    logger.warning(
-        "%s: pairing='text-sorted' is the published study's mistake, offered only as an ablation: "
-        "images and masks sorted by name as text; only %d of %d slices get their own mask.",
-        where,
-        own,
-        len(images),
-    )
-    return [SliceFiles(id_of(i), ip, mp) for (i, ip), (_, mp) in zip(img_sorted, mask_sorted)]
-
-
-DATASETS: Registry[EMDataset] = Registry("dataset")
-
-
-def get_dataset(name: str) -> EMDataset:
-    """The registry entry for ``name`` (with its facts), or a FolderDataset for ``folder:PATH``.
-
-    Raises:
-        UnknownNameError: ``name`` is neither registered nor ``folder:PATH``; lists the valid names.
-    """
-    import emfm.data.lucchi_pp  # noqa: F401  (registration happens on import)
-    import emfm.data.vnc  # noqa: F401
-
-    if name.startswith("folder:"):
-        from emfm.data.folder import FolderDataset
-
-        return FolderDataset(name[len("folder:") :])
-    if name not in DATASETS:
-        raise UnknownNameError(unknown_dataset_message(name, DATASETS))
-    return DATASETS.get(name)
-
-
-def dataset_names() -> list[str]:
-    """Registered dataset names (``folder:PATH`` is accepted as well but is not listed)."""
-    import emfm.data.lucchi_pp  # noqa: F401
-    import emfm.data.vnc  # noqa: F401
-
-    return DATASETS.names()

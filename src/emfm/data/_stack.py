@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emfm.errors import DataError
+
 
 @dataclass
 class SliceStack:
@@ -33,20 +35,28 @@ class SliceStack:
 
     def __post_init__(self) -> None:
         if not (len(self.ids) == len(self.images) == len(self.masks)):
-            raise ValueError(
-                f"{self.dataset}/{self.split}: {len(self.ids)} ids, {len(self.images)} images, "
-                f"{len(self.masks)} masks; they must match one to one"
+            raise DataError(
+                f"{self.dataset}/{self.split}: got {len(self.ids)} ids, {len(self.images)} images and "
+                f"{len(self.masks)} masks; give one image and one mask per id."
             )
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def subset(self, ids: list[str], split: str) -> SliceStack:
-        """The slices named by ``ids``, in that order (for validation splits)."""
+        """The slices named by ``ids``, in that order (for validation splits).
+
+        Raises:
+            DataError: an id is not in this stack (the message lists a few, and the ids it has).
+        """
         where = {sid: i for i, sid in enumerate(self.ids)}
         missing = [s for s in ids if s not in where]
         if missing:
-            raise KeyError(f"{self.dataset}: slice ids {missing[:5]} are not in split {self.split!r}")
+            have = f"{self.ids[0]} .. {self.ids[-1]}" if self.ids else "none"
+            raise DataError(
+                f"{self.dataset}: {len(missing)} slice id(s) are not in split {self.split!r}: "
+                f"{', '.join(missing[:5])}; it has {len(self.ids)} ids ({have}). Name ids of that split."
+            )
         idx = [where[s] for s in ids]
         return SliceStack(
             dataset=self.dataset,

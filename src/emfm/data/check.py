@@ -16,15 +16,18 @@ among non-blank ones, unexpected label classes, dataset-specific findings (VNC's
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emfm.data._datasets import EMDataset, StackReference, get_dataset, iter_pairs
+from emfm.data._datasets import EMDataset, PathArg, StackReference, iter_pairs
+from emfm.data.registry import get_dataset
 from emfm.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 def digest16(h: Any) -> str:
@@ -187,12 +190,38 @@ def _check_stack(ds: EMDataset, root: Path, stack: str, report: CheckReport, pro
             )
 
 
-def check_dataset(name: str, root: str | os.PathLike[str] | None = None, *, progress: bool = True) -> CheckReport:
+def _where_to_check(ds: EMDataset, root: PathArg | None, data_root: PathArg | None) -> Path:
+    """The folder to check; ``data_root`` that is itself the dataset's folder is taken as such.
+
+    ``emfm data check --data-root DIR NAME`` names one dataset, so both readings of the flag (the
+    folder holding ``NAME/``, or ``NAME``'s own folder) find the data; a note says which was used.
+    For the same reason a data root given with ``folder:PATH`` is a mistake, not something to ignore.
+    """
+    if data_root is not None and ds.carries_own_path:
+        raise DataError(f"{ds.name}: a folder dataset carries its own path; do not pass --data-root.")
+    if root is None and data_root is not None:
+        here = Path(data_root).expanduser()
+        if not ds.root_under(here).exists() and ds.required() and ds.holds_dataset(here):
+            logger.info("%s holds %s itself; using it as the dataset's root", here, ds.name)
+            return ds.locate(root=here)
+    return ds.locate(data_root, root=root)
+
+
+def check_dataset(
+    name: str,
+    root: PathArg | None = None,
+    *,
+    data_root: PathArg | None = None,
+    progress: bool = True,
+) -> CheckReport:
     """Check a dataset on disk; see the module docstring for what is checked.
 
     Args:
         name: a registered dataset name or ``folder:PATH``.
-        root: the dataset's own folder (None: ``data_root() / name``).
+        root: the dataset's own folder.
+        data_root: what the user passed as ``--data-root``: the folder holding ``NAME/`` (or, as a
+            convenience, the dataset's own folder). With neither: ``$EMFM_DATA/NAME``, else the
+            per-user directory.
         progress: show a progress bar on stderr while reading.
 
     Returns:
@@ -200,10 +229,11 @@ def check_dataset(name: str, root: str | os.PathLike[str] | None = None, *, prog
 
     Raises:
         UnknownNameError: unknown dataset name.
-        DataError: the dataset's folder is not there (says where it looked and how to get it).
+        DataError: the dataset's folder is not there (says where it looked and how to get it), or a
+            data root was given for ``folder:PATH``.
     """
     ds = get_dataset(name)
-    where = ds.resolve_root(root)
+    where = _where_to_check(ds, root, data_root)
     report = CheckReport(dataset=ds.name, root=str(where), mask_rule=ds.mask_rule.description)
     for stack in ds.stacks(where):
         _check_stack(ds, where, stack, report, progress)

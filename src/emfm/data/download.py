@@ -28,7 +28,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from emfm.data._datasets import EMDataset, get_dataset
+from emfm.data._datasets import EMDataset, PathArg
+from emfm.data.registry import get_dataset
 from emfm.errors import DataError, DownloadError
 
 logger = logging.getLogger(__name__)
@@ -93,45 +94,18 @@ def _verify_decoded(ds: EMDataset, root: Path, url: str) -> None:
         raise DownloadError(f"the archive from {url} does not hold the published {ds.name}: {report.errors[0]}")
 
 
-def fetch_dataset(
-    name: str,
-    root: str | os.PathLike[str] | None = None,
-    *,
-    url: str | None = None,
-    sha256: str | None = None,
-    progress: bool = True,
-) -> Path:
-    """Download and unpack a registered dataset; return the folder it is in.
+def _destination(ds: EMDataset, root: PathArg | None, data_root: PathArg | None) -> Path:
+    """Where the dataset goes: ``root`` itself, else its folder under ``data_root`` (``DIR/NAME``)."""
+    if root is not None and data_root is not None:
+        raise DataError(
+            f"{ds.name}: got both a root ({root}) and a data root ({data_root}); pass either the folder to create "
+            f"(--root) or the folder to create {ds.name}/ in (--data-root)."
+        )
+    return Path(root).expanduser() if root is not None else ds.root_under(data_root)
 
-    Args:
-        name: a registered dataset name (``lucchi_pp``, ``vnc``).
-        root: the dataset's own folder to create (None: ``data_root() / name``). It must not exist or
-            be empty; if it already holds the dataset, nothing is downloaded.
-        url: download from here instead (else ``$EMFM_<NAME>_URL``, else the dataset's URL).
-        sha256: expected sha256 of the archive (else the dataset's :attr:`archive_sha256`; when that
-            is None too, the decoded stacks are verified against the reference checksums instead).
-        progress: progress bars on stderr.
 
-    Raises:
-        DownloadError: offline, network error, truncated download, checksum mismatch, or an archive
-            without the expected folders. Nothing is left at ``root`` then.
-        DataError: ``name`` is a folder dataset, or ``root`` holds something else.
-    """
-    ds = get_dataset(name)
-    if ds.url is None:
-        raise DataError(f"{ds.name}: has nothing to download; a folder dataset is already on your disk.")
-    dest = Path(root).expanduser() if root is not None else ds.default_root()
-    source = url or os.environ.get(url_env_var(ds.name)) or ds.url
-    expected = sha256 or ds.archive_sha256
-    if dest.is_dir() and any(dest.iterdir()):
-        try:
-            ds.resolve_root(dest)
-        except DataError:
-            raise DataError(
-                f"{dest} exists and is not empty, but does not hold {ds.name}; move it away or pass --root DIR."
-            ) from None
-        logger.info("%s is already at %s; nothing downloaded.", ds.name, dest)
-        return dest
+def _unpack(ds: EMDataset, source: str, expected: str | None, dest: Path, *, progress: bool) -> None:
+    """Download, verify and unpack into temporaries beside ``dest``, then move into place in one step."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".download", dir=dest.parent)
     os.close(fd)
@@ -159,10 +133,53 @@ def fetch_dataset(
             logger.info("%s: no archive sha256 known; verifying the decoded stacks instead.", ds.name)
             _verify_decoded(ds, found, source)
         if dest.is_dir():
-            dest.rmdir()  # empty (checked above); os.replace cannot replace a folder otherwise on all systems
+            dest.rmdir()  # empty (checked by the caller); os.replace cannot replace a folder otherwise everywhere
         os.replace(found, dest)
     finally:
         archive.unlink(missing_ok=True)
         shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def fetch_dataset(
+    name: str,
+    root: PathArg | None = None,
+    *,
+    data_root: PathArg | None = None,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download and unpack a registered dataset; return the folder it is in.
+
+    Args:
+        name: a registered dataset name (``lucchi_pp``, ``vnc``).
+        root: the dataset's own folder to create. It must not exist or be empty; if it already holds
+            the dataset, nothing is downloaded.
+        data_root: what the user passed as ``--data-root``: the dataset goes to ``DIR/NAME``. With
+            neither: ``$EMFM_DATA/NAME``, else the per-user directory.
+        url: download from here instead (else ``$EMFM_<NAME>_URL``, else the dataset's URL).
+        sha256: expected sha256 of the archive (else the dataset's :attr:`archive_sha256`; when that
+            is None too, the decoded stacks are verified against the reference checksums instead).
+        progress: progress bars on stderr.
+
+    Raises:
+        DownloadError: offline, network error, truncated download, checksum mismatch, or an archive
+            without the expected folders. Nothing is left at the destination then.
+        DataError: ``name`` is a folder dataset, both ``root`` and ``data_root`` are given, or the
+            destination holds something else.
+    """
+    ds = get_dataset(name)
+    if ds.url is None:
+        raise DataError(f"{ds.name}: has nothing to download; a folder dataset is already on your disk.")
+    dest = _destination(ds, root, data_root)
+    if dest.is_dir() and any(dest.iterdir()):
+        if not ds.holds_dataset(dest):
+            raise DataError(
+                f"{dest} exists and is not empty, but does not hold {ds.name}; move it away or pass --root DIR."
+            )
+        logger.info("%s is already at %s; nothing downloaded.", ds.name, dest)
+        return dest
+    source = url or os.environ.get(url_env_var(ds.name)) or ds.url
+    _unpack(ds, source, sha256 or ds.archive_sha256, dest, progress=progress)
     logger.info("%s unpacked to %s", ds.name, dest)
     return dest

@@ -29,11 +29,11 @@ Splits:
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from emfm.data._datasets import EMDataset, Pairing, SliceFiles, Split, pair_by_number, pair_text_sorted
+from emfm.data._datasets import EMDataset, Pairing, PathArg, SliceFiles, Split
 from emfm.data._masks import BinaryMaskRule
+from emfm.data._pairing import pair_by_number, pair_text_sorted
 from emfm.data._stack import SliceStack
 from emfm.data.readers import IMAGE_SUFFIXES, number_in_name
 from emfm.data.splits import make_val_split
@@ -116,6 +116,7 @@ class FolderDataset(EMDataset):
     layout = "PATH/images + PATH/masks (or PATH/train/..., PATH/test/...), or IMAGES_DIR,MASKS_DIR"
     mask_rule = BinaryMaskRule(allowed=(frozenset({0, 1}), frozenset({0, 255})))
     reference = {}
+    carries_own_path = True
 
     def __init__(self, spec: str) -> None:
         if not spec:
@@ -159,11 +160,19 @@ class FolderDataset(EMDataset):
             )
         return dirs
 
-    def resolve_root(self, root: str | os.PathLike[str] | None) -> Path:
+    def root_under(self, data_root: PathArg | None) -> Path:
+        """The path in the name: a data root, meant for the registered datasets, does not move it."""
+        return Path(self.spec)
+
+    def locate(self, data_root: PathArg | None = None, *, root: PathArg | None = None) -> Path:
+        """The path in the name, checked when the name was looked up.
+
+        ``data_root`` is ignored: one ``--data-root`` serves every registered dataset of a run, and a
+        folder dataset beside them is not under it. A ``root`` is refused: it would be a second path.
+        """
         if root is not None:
             raise DataError(
-                f"{self.name}: a folder dataset carries its own path; do not pass a root or --data-root for it "
-                f"(got {root})."
+                f"{self.name}: a folder dataset carries its own path; do not pass a root (--root) for it (got {root})."
             )
         return Path(self.spec)
 
@@ -217,13 +226,14 @@ class FolderDataset(EMDataset):
     def load(
         self,
         split: Split,
-        root: str | os.PathLike[str] | None = None,
+        root: PathArg | None = None,
         *,
+        data_root: PathArg | None = None,
         pairing: Pairing = "by-number",
         progress: bool = True,
     ) -> SliceStack:
         """As :meth:`EMDataset.load`; train/val stacks also record the drawn ids in ``meta``."""
-        stack = super().load(split, root, pairing=pairing, progress=progress)
+        stack = super().load(split, root, data_root=data_root, pairing=pairing, progress=progress)
         if self._val_split is not None and split in ("train", "val"):
             train, val = self._val_split
             stack.meta.update(train_ids=train, val_ids=val, val_fraction=VAL_FRACTION, val_seed=VAL_SEED)

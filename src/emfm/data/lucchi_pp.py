@@ -42,20 +42,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from emfm.data._datasets import (
-    DATASETS,
-    EMDataset,
-    Pairing,
-    SliceFiles,
-    Split,
-    StackReference,
-    index_files,
-    pair_by_number,
-    pair_text_sorted,
-)
+from emfm.data._datasets import StackReference
 from emfm.data._masks import BinaryMaskRule
+from emfm.data._published import PublishedDataset
 from emfm.data.splits import read_split_file, split_record
-from emfm.errors import DataError
 
 URL = "http://www.casser.io/files/lucchi_pp.zip"
 ARCHIVE_SHA256: str | None = "770ce9e98fc6f29c1b1a250c637e6c5125f2b5f1260e5a7687b55a79e2e8844d"
@@ -69,17 +59,9 @@ REFERENCE = {
 }
 
 N_SLICES = 165
-STACKS = ("Train", "Test")
-IMAGE_NAME = re.compile(r"mask(\d+)\.(?:png|webp)", re.IGNORECASE)
-MASK_NAME = re.compile(r"(\d+)\.png", re.IGNORECASE)
 
 
-def slice_id(index: int) -> str:
-    """Lucchi++ slice ids are the image numbers, four digits: ``"0007"``."""
-    return f"{index:04d}"
-
-
-class LucchiPP(EMDataset):
+class LucchiPP(PublishedDataset):
     name = "lucchi_pp"
     title = "Lucchi++ (EPFL hippocampus CA1, FIB-SEM, re-annotated by Casser et al.)"
     citation = (
@@ -93,28 +75,14 @@ class LucchiPP(EMDataset):
     mask_rule = BinaryMaskRule(allowed=(frozenset({0, 255}),))
     reference = REFERENCE
 
-    def required(self) -> list[str]:
-        return ["Train_In", "Train_Out", "Test_In", "Test_Out"]
-
-    def stacks(self, root: Path) -> list[str]:
-        return list(STACKS)
-
-    def stack_label(self, stack: str) -> str:
-        return f"{stack} ({stack}_In/maskNNNN + {stack}_Out/N.png)"
-
-    def list_slices(self, root: Path, stack: str, pairing: Pairing = "by-number") -> list[SliceFiles]:
-        if stack not in STACKS:
-            raise DataError(f"lucchi_pp: no stack {stack!r}; it has {', '.join(STACKS)}.")
-        images = index_files(root / f"{stack}_In", IMAGE_NAME, what="raw images")
-        masks = index_files(root / f"{stack}_Out", MASK_NAME, what="label masks")
-        pair = pair_text_sorted if pairing == "text-sorted" else pair_by_number
-        return pair(images, masks, id_of=slice_id, where=f"lucchi_pp {stack} ({root})")
-
-    def split_ids(self, root: Path, split: Split) -> tuple[str, list[str]]:
-        record = read_split_file(self.name)
-        if split == "trainval":
-            return record["stacks"]["train"], sorted(record["train"] + record["val"])
-        return record["stacks"][split], list(record[split])
+    stack_names = ("Train", "Test")
+    image_dir = "{stack}_In"
+    mask_dir = "{stack}_Out"
+    image_name = re.compile(r"mask(\d+)\.(?:png|webp)", re.IGNORECASE)
+    mask_name = re.compile(r"(\d+)\.png", re.IGNORECASE)
+    mask_what = "label masks"
+    id_digits = 4
+    stack_label_template = "{stack} ({stack}_In/maskNNNN + {stack}_Out/N.png)"
 
     def describe_splits(self, root: Path) -> list[str]:
         r = read_split_file(self.name)
@@ -126,7 +94,7 @@ class LucchiPP(EMDataset):
         ]
 
     def make_split_record(self) -> dict[str, Any]:
-        ids = [slice_id(i) for i in range(N_SLICES)]
+        ids = [self.slice_id(i) for i in range(N_SLICES)]
         return split_record(
             self.name,
             trainval=ids,
@@ -134,6 +102,3 @@ class LucchiPP(EMDataset):
             stacks={"train": "Train", "val": "Train", "test": "Test"},
             test_draw="none: Lucchi++ has its own Test volume (Test_In/Test_Out), used whole",
         )
-
-
-DATASETS.register(LucchiPP.name, LucchiPP())

@@ -259,10 +259,7 @@ class ArrayVolume(Volume):
         self._closer = closer
 
     def _read(self, z: int) -> np.ndarray:
-        if self._lead is None:
-            out = np.asarray(self._array[...])
-        else:
-            out = np.asarray(self._array[self._lead + (z,)])
+        out = np.asarray(self._array[...] if self._lead is None else self._array[self._lead + (z,)])
         return out.astype(self.dtype, copy=False)
 
     def close(self) -> None:

@@ -1,9 +1,9 @@
 """Splits are data: the slice ids of train, val and test, shipped as JSON files in the package.
 
 A run names the split file it used, so anyone can see exactly which slices it trained, validated and
-tested on, and no library upgrade can silently change a split. The files are generated once by the
-functions below, which reproduce the published study's draws (read from its code,
-uhlmanngroup/MicroscopyFoundationHub):
+tested on, and no library upgrade can silently change a split. The files are generated once
+(:func:`emfm.data.registry.write_split_files`) by the functions below, which reproduce the published
+study's draws (read from its code, uhlmanngroup/MicroscopyFoundationHub):
 
 - **Held-out test part** (VNC only; Lucchi++ has its own Test volume): ``scripts/data/
   compose_em_datasets.py`` shuffles the slices, in index order, with ``random.Random(42).shuffle`` and
@@ -124,17 +124,3 @@ def read_split_file(name: str) -> dict[str, Any]:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{name}: the package ships no split file {path}; reinstall emfm.") from None
-
-
-def write_split_files(directory: str | Path | None = None) -> list[Path]:
-    """Regenerate the shipped split files (a maintainer's tool; tests check they are up to date)."""
-    from emfm._io import atomic_write_json
-    from emfm.data._datasets import DATASETS, dataset_names
-
-    out = Path(directory) if directory is not None else split_file("x").parent
-    written = []
-    for name in dataset_names():
-        record = DATASETS.get(name).make_split_record()  # type: ignore[attr-defined]
-        atomic_write_json(out / f"{name}.json", record)
-        written.append(out / f"{name}.json")
-    return written

@@ -43,18 +43,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from emfm.data._datasets import (
-    DATASETS,
-    EMDataset,
-    Pairing,
-    SliceFiles,
-    Split,
-    StackReference,
-    index_files,
-    pair_by_number,
-    pair_text_sorted,
-)
+from emfm.data._datasets import StackReference
 from emfm.data._masks import LabelMapRule
+from emfm.data._pairing import index_files
+from emfm.data._published import PublishedDataset
 from emfm.data.readers import read_image
 from emfm.data.splits import HOLDOUT_DRAW, make_holdout_split, read_split_file, split_record
 from emfm.errors import DataError
@@ -78,17 +70,10 @@ MITO_FOLDER_AS_PUBLISHED = "5bf56ac64336f8c3"
 
 N_SLICES = 20
 TEST_FRACTION = 0.15
-RAW_NAME = re.compile(r"(\d+)\.tiff?", re.IGNORECASE)
-LABEL_NAME = re.compile(r"labels(\d+)\.png", re.IGNORECASE)
 MITO_NAME = re.compile(r"(\d+)\.png", re.IGNORECASE)
 
 
-def slice_id(index: int) -> str:
-    """VNC slice ids are two digits, as in ``raw/NN.tif``: ``"07"``."""
-    return f"{index:02d}"
-
-
-class VNC(EMDataset):
+class VNC(PublishedDataset):
     name = "vnc"
     title = "VNC (Drosophila larva ventral nerve cord, ssTEM, stack 1)"
     citation = (
@@ -102,28 +87,15 @@ class VNC(EMDataset):
     mask_rule = LabelMapRule(label=MITO_LABEL, known=LABEL_CLASSES)
     reference = REFERENCE
 
-    def required(self) -> list[str]:
-        return ["stack1/raw", "stack1/labels"]
-
-    def stacks(self, root: Path) -> list[str]:
-        return ["stack1"]
-
-    def stack_label(self, stack: str) -> str:
-        return f"{stack} (raw/NN.tif + labels/labelsNNNNNNNN.png == {MITO_LABEL})"
-
-    def list_slices(self, root: Path, stack: str, pairing: Pairing = "by-number") -> list[SliceFiles]:
-        if stack != "stack1":
-            raise DataError(f"vnc: only stack1 has labels; got stack {stack!r}.")
-        images = index_files(root / "stack1" / "raw", RAW_NAME, what="raw images")
-        masks = index_files(root / "stack1" / "labels", LABEL_NAME, what="label maps")
-        pair = pair_text_sorted if pairing == "text-sorted" else pair_by_number
-        return pair(images, masks, id_of=slice_id, where=f"vnc stack1 ({root})")
-
-    def split_ids(self, root: Path, split: Split) -> tuple[str, list[str]]:
-        record = read_split_file(self.name)
-        if split == "trainval":
-            return "stack1", sorted(record["train"] + record["val"])
-        return "stack1", list(record[split])
+    stack_names = ("stack1",)  # stack 2 has no labels
+    image_dir = "{stack}/raw"
+    mask_dir = "{stack}/labels"
+    image_name = re.compile(r"(\d+)\.tiff?", re.IGNORECASE)
+    mask_name = re.compile(r"labels(\d+)\.png", re.IGNORECASE)
+    mask_what = "label maps"
+    id_digits = 2
+    stack_label_template = f"{{stack}} (raw/NN.tif + labels/labelsNNNNNNNN.png == {MITO_LABEL})"
+    no_stack_message = "{name}: only stack1 has labels; got stack {stack!r}."
 
     def describe_splits(self, root: Path) -> list[str]:
         r = read_split_file(self.name)
@@ -135,7 +107,7 @@ class VNC(EMDataset):
         ]
 
     def make_split_record(self) -> dict[str, Any]:
-        ids = [slice_id(i) for i in range(N_SLICES)]
+        ids = [self.slice_id(i) for i in range(N_SLICES)]
         trainval, test = make_holdout_split(ids, TEST_FRACTION, seed=42)
         return split_record(
             self.name,
@@ -164,7 +136,7 @@ class VNC(EMDataset):
             return []
         try:
             mito = index_files(folder, MITO_NAME, what="mitochondria masks")
-            labels = index_files(root / "stack1" / "labels", LABEL_NAME, what="label maps")
+            labels = index_files(self.mask_folder(root, "stack1"), self.mask_name, what=self.mask_what)
         except DataError as exc:
             return [f"stack1/mitochondria/ (not used by emfm) could not be checked: {exc}"]
         blank, one_bit, fg = [], [], {}
@@ -185,7 +157,7 @@ class VNC(EMDataset):
         out = []
         if blank and len(blank) < len(mito):
             out.append(
-                f"stack1/mitochondria/ has blank masks on slices {', '.join(slice_id(i) for i in blank)} while "
+                f"stack1/mitochondria/ has blank masks on slices {', '.join(map(self.slice_id, blank))} while "
                 f"its other slices show mitochondria (label map on those slices: "
                 f"{', '.join(label_fg(i) for i in blank)}). emfm takes VNC mitochondria from labels == "
                 f"{MITO_LABEL} and does not use that folder; a loader trusting it trains on false background."
@@ -198,13 +170,10 @@ class VNC(EMDataset):
                     " which this copy reproduces)"
                 )
             out.append(
-                f"stack1/mitochondria/ masks {', '.join(slice_id(i) for i in one_bit)} are 1-bit PNGs (the others "
+                f"stack1/mitochondria/ masks {', '.join(map(self.slice_id, one_bit))} are 1-bit PNGs (the others "
                 f"8-bit): read as 0/1 and thresholded at > 127 they come out blank{published}, although decoded "
                 f"properly they hold {', '.join(f'{fg[i]:.1%}' for i in one_bit)} mitochondria (label map: "
                 f"{', '.join(label_fg(i) for i in one_bit)}). emfm takes VNC mitochondria from labels == "
                 f"{MITO_LABEL} and does not use that folder."
             )
         return out
-
-
-DATASETS.register(VNC.name, VNC())
