@@ -15,7 +15,8 @@ def _is_png(path):
 
 def test_figures_are_written(tmp_path):
     rng = np.random.default_rng(0)
-    p1 = plot_pca_scatter({"a": rng.normal(size=(20, 2)), "b": rng.normal(size=(5, 2)) + 2}, [0.4, 0.2], tmp_path / "pca.png", title="t")
+    coords = {"a": rng.normal(size=(20, 2)), "b": rng.normal(size=(5, 2)) + 2}
+    p1 = plot_pca_scatter(coords, [0.4, 0.2], tmp_path / "pca.png", title="t")
     p2 = plot_pca_rgb(
         [
             {"dataset": "a", "slice_id": "0001", "image": rng.integers(0, 255, (60, 80)),
@@ -32,7 +33,8 @@ def test_figures_are_written(tmp_path):
         tmp_path / "probe.png",
         title="t",
     )
-    p4 = plot_distances([{"title": "full", "rows": [("a vs b", 3.0, 2.0, 4.0), ("a halves", 0.5, 0.2, 0.9)]}], tmp_path / "fd.png", title="t")
+    rows = [("a vs b", 3.0, 2.0, 4.0), ("a halves", 0.5, 0.2, 0.9)]
+    p4 = plot_distances([{"title": "full", "rows": rows}], tmp_path / "fd.png", title="t")
     for p in (p1, p2, p3, p4):
         assert _is_png(p)
     assert not list(tmp_path.glob(".*tmp*"))

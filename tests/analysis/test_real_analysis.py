@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emfm.analysis import run_analysis
+from emfm.analysis import AnalysisConfig, run_analysis
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 WEIGHTS = SHARED / "weights" / "dinov2-vits14-imgfocus"
@@ -22,16 +22,15 @@ WEIGHTS = SHARED / "weights" / "dinov2-vits14-imgfocus"
 def test_lucchi_vs_vnc_with_dinov2_vits14_imgfocus(tmp_path):
     if not (SHARED / "data" / "lucchi_pp").is_dir() or not WEIGHTS.is_dir():
         pytest.skip(f"{SHARED} with the data and weights is not present")
-    result = run_analysis(
+    config = AnalysisConfig(
         backbone=str(WEIGHTS),
         datasets=["lucchi_pp", "vnc"],
-        data_root=SHARED / "data",
-        out=tmp_path / "analysis",
+        data_root=str(SHARED / "data"),
         resolution=518,
         layers=[5, 6, 11],
         cache_dir=None,  # the default feature cache ($EMFM_CACHE/features): a second run reads it
-        progress=False,
     )
+    result = run_analysis(config, tmp_path / "analysis", progress=False)
     assert result["backbone"]["name"] == "dinov2-vits14-imgfocus"
     assert result["datasets"]["lucchi_pp"]["n_images"] == 165 and result["datasets"]["vnc"]["n_images"] == 17
     (pair,) = result["comparisons"]

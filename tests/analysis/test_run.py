@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from emfm.analysis import run_analysis
+from emfm.analysis import AnalysisConfig, run_analysis
 from emfm.errors import ConfigError, DataError
 
 SHAPE = (84, 112)  # 6 x 8 patches of 14 px at resolution 112
@@ -54,15 +55,19 @@ def tiny_backbone(tmp_path_factory) -> str:
 
 FAST = dict(
     resolution=112, n_boot=10, baseline_repeats=3, crop_size=2, crops_per_image=8, probe_patches=300,
-    rgb_patches=200, progress=False,
+    rgb_patches=200,
 )
 
 
 def test_writes_every_number_with_its_protocol_and_the_figures(datasets, tiny_backbone, tmp_path):
     a, b = datasets
     out = tmp_path / "out"
-    result = run_analysis(backbone=tiny_backbone, datasets=[a, b], out=out, cache_dir=tmp_path / "cache", **FAST)
+    config = AnalysisConfig(backbone=tiny_backbone, datasets=[a, b], cache_dir=tmp_path / "cache", **FAST)
+    result = run_analysis(config, out, progress=False)
     saved = json.loads((out / "analysis.json").read_text())
+    # config.yaml beside analysis.json is the config itself, and reads back as an equal one.
+    assert AnalysisConfig.from_yaml(out / "config.yaml") == config
+    assert yaml.safe_load((out / "config.yaml").read_text())["cache_dir"] == str(tmp_path / "cache")
     assert saved["backbone"]["name"] == result["backbone"]["name"] and saved["backbone"]["weights_id"]
     assert saved["protocol"]["resolution"] == 112 and saved["protocol"]["probe_layers"] == [0, 1]
     assert saved["datasets"][a]["n_images"] == 10 and saved["datasets"][b]["n_images"] == 6
@@ -90,16 +95,17 @@ def test_writes_every_number_with_its_protocol_and_the_figures(datasets, tiny_ba
     assert set(saved["figures"]) >= {"pca", "pca_rgb", "probe_layers"}
     assert saved["datasets"][a]["rgb_views"] == ["final tokens", "block 0"]
 
-    again = run_analysis(backbone=tiny_backbone, datasets=[a, b], cache_dir=tmp_path / "cache", **FAST)
+    again = run_analysis(config, None, progress=False)
     assert again["datasets"][a]["features"] == {"computed": 0, "from_cache": 13}
     assert again["comparisons"][0]["frechet"]["full"]["value"] == pytest.approx(pair["frechet"]["full"]["value"])
 
 
 def test_cls_embedding_no_probe_and_max_images(datasets, tiny_backbone, tmp_path):
     a, b = datasets
-    result = run_analysis(
+    config = AnalysisConfig(
         backbone=tiny_backbone, datasets=[a, b], embedding="cls", layers=[], max_images=5, use_cache=False, **FAST
     )
+    result = run_analysis(config, None, progress=False)
     assert result["mitochondria_probe"] == {} and result["protocol"]["embedding"] == "cls"
     assert result["datasets"][a]["n_images"] == 5 and result["datasets"][a]["ids"] == [
         "s000", "s002", "s004", "s007", "s009"
@@ -107,14 +113,31 @@ def test_cls_embedding_no_probe_and_max_images(datasets, tiny_backbone, tmp_path
     assert result["datasets"][a]["n_test_images"] == 0
 
 
+def test_a_created_backbone_is_used_and_named_in_config_yaml(datasets, tiny_backbone, tmp_path):
+    from emfm.backbones import create_backbone
+
+    a, b = datasets
+    backbone = create_backbone(tiny_backbone)
+    out = tmp_path / "out"
+    config = AnalysisConfig(datasets=[a, b], layers=[], max_images=4, use_cache=False, **FAST)
+    result = run_analysis(config, out, progress=False, backbone=backbone)
+    assert result["backbone"]["name"] == backbone.name
+    text = (out / "config.yaml").read_text()
+    assert f"already created backbone, {backbone.name}" in text and yaml.safe_load(text)["backbone"] is None
+
+
 def test_errors_before_any_compute(datasets, tiny_backbone, tmp_path):
     a, b = datasets
     with pytest.raises(ConfigError, match="at least two"):
-        run_analysis(backbone=tiny_backbone, datasets=[a], **FAST)
+        AnalysisConfig(backbone=tiny_backbone, datasets=[a], **FAST)
     with pytest.raises(ConfigError, match="more than once"):
-        run_analysis(backbone=tiny_backbone, datasets=[a, a], **FAST)
+        AnalysisConfig(backbone=tiny_backbone, datasets=[a, a], **FAST)
+    with pytest.raises(ConfigError, match="no backbone"):
+        run_analysis(AnalysisConfig(datasets=[a, b], **FAST), tmp_path / "none", progress=False)
     with pytest.raises(ConfigError, match="do not exist"):
-        run_analysis(backbone=tiny_backbone, datasets=[a, b], layers=[5], **FAST)
+        run_analysis(AnalysisConfig(backbone=tiny_backbone, datasets=[a, b], layers=[5], **FAST), None, progress=False)
     small = _write_folder(tmp_path / "small", 2, 3, 1, background=100, texture=0)
     with pytest.raises(DataError, match="has 3 images in its trainval split"):
-        run_analysis(backbone=tiny_backbone, datasets=[a, f"folder:{small}"], **FAST)
+        config = AnalysisConfig(backbone=tiny_backbone, datasets=[a, f"folder:{small}"], **FAST)
+        run_analysis(config, tmp_path / "small-out", progress=False)
+    assert not (tmp_path / "none").exists() and not (tmp_path / "small-out").exists()

@@ -7,7 +7,8 @@ dimension, a bootstrap interval, and the same distance between random halves of 
 
 Public API::
 
-    run_analysis(*, backbone, datasets, out=None, ...) -> dict      # the whole analysis (emfm analyze)
+    AnalysisConfig(datasets=..., backbone=..., ...)                 # every setting, checked when built
+    run_analysis(config, out, *, progress=True, backbone=None) -> dict  # the whole analysis (emfm analyze)
     frechet_distance(x, y, *, covariance="sample") -> FrechetResult
     pca_frechet_distance(x, y, *, n_components) -> FrechetResult
     frechet_distance_from_moments(mu1, sigma1, mu2, sigma2) -> (value, eps, max_imag)
@@ -18,6 +19,7 @@ Public API::
 """
 
 from emfm.analysis.bootstrap import bootstrap_interval, split_half_baseline
+from emfm.analysis.config import AnalysisConfig
 from emfm.analysis.distances import ESTIMATORS, compare_pair
 from emfm.analysis.frechet import FrechetResult, frechet_distance, frechet_distance_from_moments, pca_frechet_distance
 from emfm.analysis.kid import KIDResult, kernel_inception_distance, mmd2_unbiased
@@ -25,6 +27,7 @@ from emfm.analysis.probes import MitochondriaProbe, domain_probe, mitochondria_p
 from emfm.analysis.run import run_analysis
 
 __all__ = [
+    "AnalysisConfig",
     "ESTIMATORS",
     "FrechetResult",
     "KIDResult",

@@ -27,6 +27,7 @@ from emfm.errors import ConfigError, DataError
 
 Statistic = Callable[[np.ndarray, np.ndarray], float]
 BootstrapMethod = Literal["percentile", "basic", "BCa"]
+BOOTSTRAP_METHODS: tuple[BootstrapMethod, ...] = ("percentile", "basic", "BCa")
 
 
 def pool_units(units: np.ndarray) -> np.ndarray:
@@ -86,7 +87,7 @@ def bootstrap_interval(
     _check_level(level)
     if n_boot < 2:
         raise ConfigError(f"a bootstrap needs at least 2 replicates, got {n_boot}; use e.g. 200")
-    if method not in ("percentile", "basic", "BCa"):
+    if method not in BOOTSTRAP_METHODS:
         raise ConfigError(f"unknown bootstrap method {method!r}; use 'percentile', 'basic' or 'BCa'")
     x, y = np.asarray(x), np.asarray(y)
     bar = tqdm(total=n_boot, desc=desc, disable=not progress, leave=False)

@@ -127,60 +127,67 @@ def compare_pair(
     Returns:
         ``{"datasets", "frechet": {estimator: {...}}, "kid": {...}}``.
     """
-    names = list(images)
     (a, xa), (b, xb) = images.items()
-    dim = xa.shape[1]
+    boot = dict(n_boot=n_boot, baseline_repeats=baseline_repeats, level=level, method=method, seed=seed,
+                progress=progress)
+    k = pca_components_for(len(xa), len(xb), xa.shape[1], pca_components)
     frechet: dict[str, Any] = {}
     for estimator in estimators:
-        if estimator == "crops":
-            if crops is None:
-                log.warning("no crop samples given; skipping the crops estimator")
-                continue
-            units = dict(crops)
-        else:
-            units = dict(images)
-        k = pca_components_for(len(xa), len(xb), dim, pca_components)
+        if estimator == "crops" and crops is None:
+            log.warning("no crop samples given; skipping the crops estimator")
+            continue
+        units = dict(crops) if estimator == "crops" and crops is not None else dict(images)
         log.info("Fréchet distance %s vs %s, estimator %s", a, b, estimator)
-        pooled_a, pooled_b = pool_units(units[a]), pool_units(units[b])
-        point = _frechet(estimator, k, "sqrtm")(pooled_a, pooled_b)
-        fast = _frechet(estimator, k, "eigh")
-        check = fast(pooled_a, pooled_b).value
-        entry: dict[str, Any] = {
-            "value": point.value,
-            "value_eigh": check,
-            "description": _DESCRIPTIONS[estimator],
-            "n_images": {a: len(units[a]), b: len(units[b])},
-            "n_samples": {a: point.n1, b: point.n2},
-            **{key: v for key, v in point.to_dict().items() if key not in ("value", "n1", "n2")},
-        }
-        if estimator == "pca":
-            entry["n_components_requested"] = pca_components
-            entry["n_components"] = k
-        if estimator == "crops":
-            entry["crops_per_image"] = int(np.asarray(units[a]).shape[1])
-        entry.update(
-            _summarise(
-                f"FD {estimator}", lambda x, y, fd=fast: fd(x, y).value, check, units,
-                n_boot=n_boot, baseline_repeats=baseline_repeats, level=level, method=method, seed=seed,
-                progress=progress,
-            )
-        )
-        frechet[estimator] = entry
-    kid = kernel_inception_distance(xa, xb, subset_size=kid_subset_size, n_subsets=kid_subsets, seed=seed)
-    kid_entry: dict[str, Any] = {
+        frechet[estimator] = _frechet_entry(estimator, units, k, pca_components, boot)
+    kid = _kid_entry(images, kid_subset_size, kid_subsets, boot)
+    return {"datasets": list(images), "frechet": frechet, "kid": kid}
+
+
+def _frechet_entry(
+    estimator: Estimator, units: dict[str, np.ndarray], k: int, pca_components: int, boot: dict[str, Any]
+) -> dict[str, Any]:
+    """One estimator's value (by ``sqrtm`` and by ``eigh``), its description, sizes, interval and baselines."""
+    (a, ua), (b, ub) = units.items()
+    pooled_a, pooled_b = pool_units(ua), pool_units(ub)
+    point = _frechet(estimator, k, "sqrtm")(pooled_a, pooled_b)
+    fast = _frechet(estimator, k, "eigh")
+    check = fast(pooled_a, pooled_b).value
+    entry: dict[str, Any] = {
+        "value": point.value,
+        "value_eigh": check,
+        "description": _DESCRIPTIONS[estimator],
+        "n_images": {a: len(ua), b: len(ub)},
+        "n_samples": {a: point.n1, b: point.n2},
+        **{key: v for key, v in point.to_dict().items() if key not in ("value", "n1", "n2")},
+    }
+    if estimator == "pca":
+        entry["n_components_requested"] = pca_components
+        entry["n_components"] = k
+    if estimator == "crops":
+        entry["crops_per_image"] = int(np.asarray(ua).shape[1])
+
+    def statistic(x: np.ndarray, y: np.ndarray) -> float:
+        return fast(x, y).value
+
+    entry.update(_summarise(f"FD {estimator}", statistic, check, units, **boot))
+    return entry
+
+
+def _kid_entry(images: dict[str, np.ndarray], subset_size: int, n_subsets: int, boot: dict[str, Any]) -> dict[str, Any]:
+    """KID on the image embeddings, with its subset report, interval and baselines."""
+    (a, xa), (b, xb) = images.items()
+    kid = kernel_inception_distance(xa, xb, subset_size=subset_size, n_subsets=n_subsets, seed=boot["seed"])
+    entry: dict[str, Any] = {
         "value": kid.value,
         "description": "unbiased MMD^2, kernel (x.y/d + 1)^3, on the image embeddings (Binkowski et al. 2018)",
         "n_images": {a: kid.n1, b: kid.n2},
         "dim": kid.dim,
         "subsets": {"size": kid.subset_size, "n": kid.n_subsets, "mean": kid.subset_mean, "std": kid.subset_std},
-        **_summarise(
-            "KID", mmd2_unbiased, kid.value, dict(images), n_boot=n_boot, baseline_repeats=baseline_repeats,
-            level=level, method=method, seed=seed, progress=progress,
-        ),
+        **_summarise("KID", mmd2_unbiased, kid.value, dict(images), **boot),
     }
-    kid_entry["interval"]["note"] = (
+    entry["interval"]["note"] = (
         "with replacement, a resample repeats images, whose self-similarity then enters the off-diagonal "
         "terms: the bootstrap replicates of KID are biased upwards (see 'bias'); the subset std does not "
         "have this problem"
     )
-    return {"datasets": names, "frechet": frechet, "kid": kid_entry}
+    return entry

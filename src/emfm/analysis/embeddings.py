@@ -18,6 +18,7 @@ import numpy as np
 from emfm.errors import ConfigError, DataError
 
 EmbeddingKind = Literal["mean", "cls"]
+EMBEDDINGS: tuple[EmbeddingKind, ...] = ("mean", "cls")
 
 
 def _as_grid(grid: Any) -> np.ndarray:

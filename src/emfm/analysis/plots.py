@@ -41,7 +41,8 @@ def plot_pca_scatter(
     markers = "os^Dvx"
     for i, (name, xy) in enumerate(coords.items()):
         xy = np.asarray(xy)
-        ax.scatter(xy[:, 0], xy[:, 1], s=22, alpha=0.75, marker=markers[i % len(markers)], label=f"{name} (n={len(xy)})")
+        label = f"{name} (n={len(xy)})"
+        ax.scatter(xy[:, 0], xy[:, 1], s=22, alpha=0.75, marker=markers[i % len(markers)], label=label)
     ax.set_xlabel(f"PC1 ({100 * explained[0]:.1f}% of variance)")
     ax.set_ylabel(f"PC2 ({100 * explained[1]:.1f}% of variance)" if len(explained) > 1 else "PC2")
     ax.set_title(title, fontsize=10)
@@ -95,7 +96,7 @@ def plot_probe_curve(curves: Mapping[str, Mapping[str, Any]], path: str | Path, 
 
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    for i, (name, curve) in enumerate(curves.items()):
+    for name, curve in curves.items():
         iou = [np.nan if v is None else v for v in curve["iou"]]
         line = ax.plot(curve["layers"], iou, marker="o", label=f"{name} (test patches: {curve['n_test_patches']})")[0]
         if curve.get("trivial_iou") is not None:

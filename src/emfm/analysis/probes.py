@@ -59,12 +59,6 @@ def domain_probe(
     Raises:
         DataError: if there are not exactly two classes, or a class has fewer than 2 images.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_validate, train_test_split
-    from sklearn.pipeline import make_pipeline
-
     x, labels = np.asarray(x, dtype=np.float64), np.asarray(labels).astype(int)
     counts = np.bincount(labels, minlength=2)
     if len(class_names) != 2 or counts.size != 2 or counts.min() < 2:
@@ -77,37 +71,8 @@ def domain_probe(
     n_test = math.ceil(test_size * n)
     smallest_train = min(n - n_test, n - math.ceil(n / folds))
     k = min(n_components, d, smallest_train)
-
-    def pipeline() -> Any:
-        return make_pipeline(
-            PCA(n_components=k, whiten=False, svd_solver="full"),
-            LogisticRegression(C=1.0, max_iter=1000),
-        )
-
-    xtr, xte, ytr, yte = train_test_split(x, labels, test_size=test_size, stratify=labels, random_state=seed)
-    model = pipeline().fit(xtr, ytr)
-    proba = model.predict_proba(xte)[:, 1]
-    pred = (proba >= 0.5).astype(int)
-    holdout = {
-        "accuracy": float(accuracy_score(yte, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(yte, pred)),
-        "roc_auc": float(roc_auc_score(yte, proba)),
-        "majority_accuracy": float(np.bincount(yte, minlength=2).max() / len(yte)),
-        "n_train": _class_counts(ytr, class_names),
-        "n_test": _class_counts(yte, class_names),
-    }
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_validate(pipeline(), x, labels, cv=cv, scoring=("accuracy", "balanced_accuracy", "roc_auc"))
-    oof = cross_val_predict(pipeline(), x, labels, cv=cv, method="predict_proba")[:, 1]
-    crossval = {
-        "n_folds": folds,
-        **{
-            f"{m}_{stat}": float(fn(scores[f"test_{m}"]))
-            for m in ("accuracy", "balanced_accuracy", "roc_auc")
-            for stat, fn in (("mean", np.mean), ("std", lambda v: np.std(v, ddof=1)))
-        },
-        "pooled_roc_auc": float(roc_auc_score(labels, oof)),
-    }
+    holdout = _holdout_scores(x, labels, class_names, k, test_size, seed)
+    crossval = _cross_validation_scores(x, labels, k, folds, seed)
     if folds < n_folds:
         crossval["note"] = f"{folds} folds instead of {n_folds}: the smaller dataset has {counts.min()} images"
     out: dict[str, Any] = {
@@ -126,6 +91,52 @@ def domain_probe(
             f"the {smallest_train} images of the smallest training split"
         )
     return out
+
+
+def _domain_pipeline(k: int) -> Any:
+    """PCA-k then logistic regression, fitted together so that the PCA sees training images only."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(PCA(n_components=k, whiten=False, svd_solver="full"), LogisticRegression(C=1.0, max_iter=1000))
+
+
+def _holdout_scores(
+    x: np.ndarray, labels: np.ndarray, class_names: Sequence[str], k: int, test_size: float, seed: int
+) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    xtr, xte, ytr, yte = train_test_split(x, labels, test_size=test_size, stratify=labels, random_state=seed)
+    proba = _domain_pipeline(k).fit(xtr, ytr).predict_proba(xte)[:, 1]
+    pred = (proba >= 0.5).astype(int)
+    return {
+        "accuracy": float(accuracy_score(yte, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(yte, pred)),
+        "roc_auc": float(roc_auc_score(yte, proba)),
+        "majority_accuracy": float(np.bincount(yte, minlength=2).max() / len(yte)),
+        "n_train": _class_counts(ytr, class_names),
+        "n_test": _class_counts(yte, class_names),
+    }
+
+
+def _cross_validation_scores(x: np.ndarray, labels: np.ndarray, k: int, folds: int, seed: int) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_validate
+
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_validate(_domain_pipeline(k), x, labels, cv=cv, scoring=("accuracy", "balanced_accuracy", "roc_auc"))
+    oof = cross_val_predict(_domain_pipeline(k), x, labels, cv=cv, method="predict_proba")[:, 1]
+    return {
+        "n_folds": folds,
+        **{
+            f"{m}_{stat}": float(fn(scores[f"test_{m}"]))
+            for m in ("accuracy", "balanced_accuracy", "roc_auc")
+            for stat, fn in (("mean", np.mean), ("std", lambda v: np.std(v, ddof=1)))
+        },
+        "pooled_roc_auc": float(roc_auc_score(labels, oof)),
+    }
 
 
 def _fit_patch_probe(tokens: np.ndarray, labels: np.ndarray) -> Any:

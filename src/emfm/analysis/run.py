@@ -1,11 +1,18 @@
 """The representation analysis end to end: datasets in one backbone's feature space.
 
-For each dataset, one pass over its ``trainval`` slices (the images the study compares: Lucchi++ 165,
-VNC 17) and, for the mitochondria probe, its ``test`` slices, through the feature cache and in chunks
-so that memory stays at a few images' worth of per-layer tokens. From that pass come the image
-embeddings, the crop samples, the patches for the RGB picture and the probe's training patches. Then,
-for every pair of datasets, the distances (:mod:`emfm.analysis.distances`) and the domain probe; over
-all datasets, one PCA; and the figures.
+:func:`run_analysis` is a sequence of stages, each a function below, in this order:
+
+1. resolve: fail on what needs no data (no backbone at all, an unknown dataset name);
+2. load data: each dataset's ``trainval`` slices (the images the study compares: Lucchi++ 165, VNC 17)
+   and, for the mitochondria probe, its ``test`` slices;
+3. prepare: create the backbone, resolve the probed blocks against its depth, settle the preprocessing
+   and the feature cache; then ``config.yaml`` is written;
+4. encode: one pass per dataset through the feature cache, in chunks so that memory stays at a few
+   images' worth of per-layer tokens, keeping the image embeddings, the crop samples, the patches for
+   the RGB picture, and fitting and scoring the mitochondria probe;
+5. statistics: for every pair of datasets the distances (:mod:`emfm.analysis.distances`) and the
+   domain probe; over all datasets one PCA;
+6. summarise, figures, write: ``analysis.json`` with every number and its protocol, and the figures.
 """
 
 from __future__ import annotations
@@ -17,35 +24,34 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from emfm import __version__
-from emfm._io import atomic_write_json, finite_json, safe_name
+from emfm._io import atomic_write_json, atomic_write_text, finite_json, safe_name
 from emfm.analysis._threads import single_threaded_blas
-from emfm.analysis.bootstrap import BootstrapMethod
+from emfm.analysis.config import MIN_IMAGES, AnalysisConfig
 from emfm.analysis.distances import compare_pair
-from emfm.analysis.embeddings import EmbeddingKind, crop_embeddings, image_embeddings, patch_labels, patch_tokens
+from emfm.analysis.embeddings import crop_embeddings, image_embeddings, patch_labels, patch_tokens
 from emfm.analysis.pca import fit_pca, pca_rgb
 from emfm.analysis.probes import MitochondriaProbe, domain_probe
 from emfm.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from emfm.backbones._base import Backbone
+    from emfm.data._datasets import Split
     from emfm.data._stack import SliceStack
     from emfm.features import FeatureCache
 
 log = logging.getLogger(__name__)
 
-Normalisation = Literal["imagenet", "backbone"]
-
 #: Split whose images are compared between datasets, and the splits of the mitochondria probe.
-DOMAIN_SPLIT = "trainval"
-PROBE_TEST_SPLIT = "test"
-MIN_IMAGES = 4  # two per half for the split-half baselines
+DOMAIN_SPLIT: Final[Split] = "trainval"
+PROBE_TEST_SPLIT: Final[Split] = "test"
 
 ANALYSIS_NAME = "analysis.json"
+CONFIG_NAME = "config.yaml"
 FIGURES = {
     "pca": "pca.png",
     "pca_rgb": "pca_rgb.png",
@@ -71,12 +77,148 @@ class _DatasetFeatures:
     probe: dict[str, Any] | None = None
 
 
+@dataclass
+class _Inputs:
+    """What the first stages settle before anything is encoded: the slices, the backbone, its input."""
+
+    domains: dict[str, SliceStack]
+    tests: dict[str, SliceStack | None]  # None: no mitochondria probe, no test split read
+    backbone: Backbone
+    probe_layers: list[int]
+    mean: Sequence[float]
+    std: Sequence[float]
+    cache: FeatureCache | None
+    encode_kwargs: dict[str, Any]  # for emfm.features.encode_stack: they make the feature-cache keys
+
+
+@dataclass
+class _Statistics:
+    """The numbers computed from the embeddings: pairwise comparisons and the pooled PCA."""
+
+    comparisons: list[dict[str, Any]]
+    pca: dict[str, Any]
+    coords: dict[str, np.ndarray]  # dataset -> first two PCs of its image embeddings
+
+
+@single_threaded_blas()
+def run_analysis(
+    config: AnalysisConfig,
+    out: str | Path | None,
+    *,
+    progress: bool = True,
+    backbone: Backbone | None = None,
+) -> dict[str, Any]:
+    """Compare datasets in a backbone's feature space; write ``analysis.json``, ``config.yaml`` and
+    figures to ``out``.
+
+    Args:
+        config: what to compare and how (checked when it was built).
+        out: directory for ``analysis.json``, ``config.yaml`` and the figures; None writes nothing.
+        progress: progress bars.
+        backbone: an already created backbone, used instead of creating ``config.backbone``.
+
+    Returns:
+        The result written to ``analysis.json`` (see the keys there).
+
+    Raises:
+        ConfigError: no backbone, a layer the backbone lacks, a resolution below one patch.
+        DataError: a dataset with fewer than 4 images; whatever the data layer raises.
+        UnknownNameError: an unknown dataset or backbone (raised by the data and backbone layers).
+    """
+    started = time.perf_counter()
+    _resolve(config, backbone)
+    domains, tests = _load_data(config, progress)
+    inputs = _prepare(config, domains, tests, backbone)
+    if out is not None:
+        _write_config(config, Path(out), inputs.backbone)
+    feats = _encode(config, inputs, progress)
+    stats = _statistics(config, feats, progress)
+    result = _summarise(config, inputs, feats, stats)
+    if out is not None:
+        result["figures"] = _write_figures(Path(out), result, feats, inputs.domains, stats.coords)
+    return _write_result(result, out, started)
+
+
+# -- resolve, load, prepare --------------------------------------------------------------------------
+
+
+def _resolve(config: AnalysisConfig, backbone: Backbone | None) -> None:
+    """Fail on what needs no data, before any is read: no backbone at all, an unknown dataset name."""
+    from emfm.data import get_dataset
+
+    if backbone is None and not config.backbone:
+        raise ConfigError("no backbone to analyse: set backbone (a registry name, hub id or local directory)")
+    for name in config.datasets:
+        get_dataset(name)
+
+
+def _load_data(
+    config: AnalysisConfig, progress: bool
+) -> tuple[dict[str, SliceStack], dict[str, SliceStack | None]]:
+    """Each dataset's compared slices and, when the probe runs, its test slices (evenly thinned)."""
+    from emfm.data import load_split
+
+    domains: dict[str, SliceStack] = {}
+    tests: dict[str, SliceStack | None] = {}
+    for name in config.datasets:
+        root = config.data_root
+        domains[name] = _evenly_spaced(
+            load_split(name, DOMAIN_SPLIT, data_root=root, progress=progress), config.max_images
+        )
+        if len(domains[name]) < MIN_IMAGES:
+            raise DataError(
+                f"dataset {name} has {len(domains[name])} images in its {DOMAIN_SPLIT} split; the analysis needs "
+                f"at least {MIN_IMAGES} per dataset (two per half for the within-dataset baselines)"
+            )
+        test = (
+            _evenly_spaced(load_split(name, PROBE_TEST_SPLIT, data_root=root, progress=progress), config.max_images)
+            if config.wants_probe
+            else None
+        )
+        tests[name] = test
+        if test is not None and len(test) == 0:
+            raise DataError(
+                f"dataset {name} has no {PROBE_TEST_SPLIT} slices for the mitochondria probe; pass --layers none"
+            )
+    return domains, tests
+
+
 def _evenly_spaced(stack: SliceStack, max_images: int | None) -> SliceStack:
     """At most ``max_images`` slices spread over the whole stack (consecutive EM slices are alike)."""
     if max_images is None or len(stack) <= max_images:
         return stack
     idx = np.unique(np.linspace(0, len(stack) - 1, max_images).round().astype(int))
     return stack.subset([stack.ids[i] for i in idx], stack.split)
+
+
+def _prepare(
+    config: AnalysisConfig,
+    domains: dict[str, SliceStack],
+    tests: dict[str, SliceStack | None],
+    backbone: Backbone | None,
+) -> _Inputs:
+    """The backbone, its probed blocks, the pixel mean / std and the feature cache (after the data has
+    loaded, so that a missing dataset fails before a large backbone is read)."""
+    from emfm.features import FeatureCache
+    from emfm.paths import cache_root
+    from emfm.transforms import IMAGENET_MEAN, IMAGENET_STD, resized_shape
+
+    if backbone is None:
+        from emfm.backbones import create_backbone
+
+        backbone = create_backbone(str(config.backbone))
+    probe_layers = _resolve_layers(config.layers, backbone.num_layers) if config.wants_probe else []
+    for stack in domains.values():
+        resized_shape(stack.images[0].shape, config.resolution, backbone.patch_size)  # ConfigError if nothing fits
+    imagenet = config.normalisation == "imagenet"
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (backbone.mean, backbone.std)
+    cache: FeatureCache | None = None
+    if config.use_cache:
+        cache = FeatureCache(Path(config.cache_dir) if config.cache_dir else cache_root() / "features")
+    encode_kwargs = {
+        "resolution": config.resolution, "cache": cache, "mean": mean, "std": std, "intensity": config.intensity,
+    }
+    return _Inputs(domains, tests, backbone, probe_layers, mean, std, cache, encode_kwargs)
 
 
 def _resolve_layers(layers: Sequence[int] | None, num_layers: int) -> list[int]:
@@ -91,43 +233,29 @@ def _resolve_layers(layers: Sequence[int] | None, num_layers: int) -> list[int]:
     return sorted({int(i) % num_layers for i in layers})
 
 
-def validate_options(
-    *,
-    datasets: Sequence[str],
-    embedding: str = "mean",
-    normalisation: str = "imagenet",
-    max_images: int | None = None,
-    n_boot: int = 200,
-    baseline_repeats: int = 50,
-    level: float = 0.95,
-    bootstrap_method: str = "percentile",
-) -> list[str]:
-    """Check the options :func:`run_analysis` can check without data; return the dataset names.
+def _write_config(config: AnalysisConfig, out: Path, backbone: Backbone) -> None:
+    """``config.yaml`` before the long part, so that even an interrupted analysis says what it was."""
+    out.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# emfm {__version__}: the settings of this analysis (emfm.analysis.AnalysisConfig; layers: null = "
+        "every block).\n# Rerun it with: emfm analyze --config config.yaml\n"
+    )
+    if not config.backbone:
+        header += f"# backbone: null: it ran with an already created backbone, {backbone.name}\n"
+    atomic_write_text(out / CONFIG_NAME, header + config.to_yaml())
 
-    Raises:
-        ConfigError: fewer than two datasets, a duplicate, or an option out of range.
-    """
-    names = [str(d) for d in datasets]
-    if len(names) < 2:
-        raise ConfigError(
-            f"the analysis compares datasets: give at least two, e.g. --datasets lucchi_pp,vnc (got {names})"
-        )
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"dataset(s) {dupes} given more than once in {names}; name each dataset once")
-    if embedding not in ("mean", "cls"):
-        raise ConfigError(f"unknown embedding {embedding!r}; use 'mean' (mean patch token) or 'cls' (class token)")
-    if normalisation not in ("imagenet", "backbone"):
-        raise ConfigError(f"unknown normalisation {normalisation!r}; use 'imagenet' or 'backbone'")
-    if max_images is not None and max_images < MIN_IMAGES:
-        raise ConfigError(f"--max-images {max_images} is too few: the analysis needs at least {MIN_IMAGES} per dataset")
-    if n_boot < 2 or baseline_repeats < 2:
-        raise ConfigError(f"bootstrap replicates and baseline repeats must be >= 2; got {n_boot} and {baseline_repeats}")
-    if not 0 < level < 1:
-        raise ConfigError(f"interval level must be between 0 and 1 (e.g. 0.95), got {level}")
-    if bootstrap_method not in ("percentile", "basic", "BCa"):
-        raise ConfigError(f"unknown bootstrap method {bootstrap_method!r}; use 'percentile', 'basic' or 'BCa'")
-    return names
+
+# -- encode -------------------------------------------------------------------------------------------
+
+
+def _encode(config: AnalysisConfig, inputs: _Inputs, progress: bool) -> dict[str, _DatasetFeatures]:
+    feats: dict[str, _DatasetFeatures] = {}
+    for index, name in enumerate(config.datasets):
+        test = inputs.tests[name]
+        log.info("encoding %s (%d slices%s)", name, len(inputs.domains[name]),
+                 f" + {len(test)} test slices" if test is not None else "")
+        feats[name] = _encode_dataset(config, inputs, name, index, progress)
+    return feats
 
 
 def _stream(
@@ -162,241 +290,164 @@ def _stream(
                 bar.update(1)
 
 
-def _encode_dataset(
-    backbone: Backbone,
-    domain: SliceStack,
-    test: SliceStack | None,
-    *,
-    index: int,
-    layers: list[int],
-    num_layers: int,
-    embedding: EmbeddingKind,
-    encode_kwargs: dict[str, Any],
-    crop_size: int,
-    crops_per_image: int,
-    probe_patches: int,
-    rgb_patches: int,
-    chunk_size: int,
-    seed: int,
-    progress: bool,
-) -> _DatasetFeatures:
-    feats = _DatasetFeatures(domain.dataset, list(domain.ids), show_index=len(domain) // 2)
-    # Besides the final tokens, the RGB figure shows the probed block nearest the middle: in fine-tuned
-    # backbones the last block is often the least telling (its tokens may be mostly position).
-    inner = [layer for layer in layers if layer != num_layers - 1] if test is not None else []
+def _rgb_views(probe_layers: list[int], num_layers: int) -> dict[str, int | None]:
+    """Label -> block (None: final tokens) of the RGB picture. Besides the final tokens it shows the
+    probed block nearest the middle: in fine-tuned backbones the last block is often the least telling
+    (its tokens may be mostly position)."""
+    inner = [layer for layer in probe_layers if layer != num_layers - 1]
     mid = min(inner, key=lambda layer: abs(layer - num_layers // 2)) if inner else None
-    views = {"final tokens": None} | ({f"block {mid}": mid} if mid is not None else {})
-    rng = np.random.default_rng([seed, index])
-    rgb_quota = math.ceil(rgb_patches / len(domain))
-    probe = (
-        MitochondriaProbe(layers, patches_per_image=math.ceil(probe_patches / len(domain)), seed=seed)
-        if test is not None
-        else None
+    return {"final tokens": None} | ({f"block {mid}": mid} if mid is not None else {})
+
+
+def _encode_dataset(
+    config: AnalysisConfig, inputs: _Inputs, name: str, index: int, progress: bool
+) -> _DatasetFeatures:
+    """One pass over a dataset's slices (then its test slices, for the probe) through the cache."""
+    domain, test = inputs.domains[name], inputs.tests[name]
+    feats = _DatasetFeatures(domain.dataset, list(domain.ids), show_index=len(domain) // 2)
+    views = _rgb_views(inputs.probe_layers if test is not None else [], inputs.backbone.num_layers)
+    rng = np.random.default_rng([config.seed, index])
+    rgb_quota = math.ceil(config.rgb_patches / len(domain))
+    probe = None
+    if test is not None:
+        per_image = math.ceil(config.probe_patches / len(domain))
+        probe = MitochondriaProbe(inputs.probe_layers, patches_per_image=per_image, seed=config.seed)
+    stream: dict[str, Any] = dict(
+        layers=inputs.probe_layers if probe is not None else [], encode_kwargs=inputs.encode_kwargs,
+        chunk_size=config.chunk_size, counts=feats, progress=progress,
     )
-    stream = dict(
-        layers=layers if probe is not None else [], encode_kwargs=encode_kwargs, chunk_size=chunk_size, counts=feats,
-        progress=progress,
-    )
-    for i, grid, cls, per_layer in _stream(backbone, domain, **stream):
-        feats.embeddings.append(image_embeddings([grid], cls[None], embedding)[0])
-        feats.crops.append(crop_embeddings(grid, crop=crop_size, n_crops=crops_per_image, rng=rng))
-        pick = rng.choice(grid.shape[1] * grid.shape[2], min(rgb_quota, grid.shape[1] * grid.shape[2]), replace=False)
-        for label, layer in views.items():
-            g = grid if layer is None else per_layer[layer]
-            feats.rgb_patches.setdefault(label, []).append(patch_tokens(g)[pick])
-            if i == feats.show_index:
-                feats.show_grids[label] = g
-        feats.grid_shapes.add(grid.shape[1:])
+    for i, grid, cls, per_layer in _stream(inputs.backbone, domain, **stream):
+        _keep_slice(config, feats, i, grid, cls, per_layer, views, rng, rgb_quota)
         if probe is not None:
             labels = patch_labels(domain.masks[i], grid.shape[1:])
             probe.add_train({layer: patch_tokens(g) for layer, g in per_layer.items()}, labels)
     if probe is not None and test is not None:
-        log.info("fitting %d patch probes for %s", len(layers), domain.dataset)
+        log.info("fitting %d patch probes for %s", len(inputs.probe_layers), domain.dataset)
         probe.fit(progress=progress)
-        for i, grid, _, per_layer in _stream(backbone, test, **stream):
-            probe.add_test({layer: patch_tokens(g) for layer, g in per_layer.items()}, patch_labels(test.masks[i], grid.shape[1:]))
+        for i, grid, _, per_layer in _stream(inputs.backbone, test, **stream):
+            tokens = {layer: patch_tokens(g) for layer, g in per_layer.items()}
+            probe.add_test(tokens, patch_labels(test.masks[i], grid.shape[1:]))
         feats.probe = {"train_split": DOMAIN_SPLIT, "test_split": PROBE_TEST_SPLIT, **probe.result()}
     return feats
 
 
-@single_threaded_blas()
-def run_analysis(
-    *,
-    backbone: str | Backbone,
-    datasets: Sequence[str],
-    out: str | Path | None = None,
-    data_root: str | Path | None = None,
-    resolution: int = 518,
-    embedding: EmbeddingKind = "mean",
-    layers: Sequence[int] | None = None,
-    n_boot: int = 200,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    max_images: int | None = None,
-    baseline_repeats: int = 50,
-    level: float = 0.95,
-    bootstrap_method: BootstrapMethod = "percentile",
-    pca_components: int = 32,
-    probe_components: int = 64,
-    crop_size: int = 8,
-    crops_per_image: int = 64,
-    probe_patches: int = 20_000,
-    rgb_patches: int = 20_000,
-    normalisation: Normalisation = "imagenet",
-    chunk_size: int = 8,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Compare datasets in a backbone's feature space; write ``analysis.json`` and figures to ``out``.
+def _keep_slice(
+    config: AnalysisConfig,
+    feats: _DatasetFeatures,
+    i: int,
+    grid: np.ndarray,
+    cls: np.ndarray,
+    per_layer: dict[int, np.ndarray],
+    views: dict[str, int | None],
+    rng: np.random.Generator,
+    rgb_quota: int,
+) -> None:
+    """What one slice leaves behind: its embedding, its crop samples and its share of the RGB patches
+    (drawn from ``rng`` in this order, which the numbers depend on)."""
+    feats.embeddings.append(image_embeddings([grid], cls[None], config.embedding)[0])
+    feats.crops.append(crop_embeddings(grid, crop=config.crop_size, n_crops=config.crops_per_image, rng=rng))
+    n_patches = grid.shape[1] * grid.shape[2]
+    pick = rng.choice(n_patches, min(rgb_quota, n_patches), replace=False)
+    for label, layer in views.items():
+        g = grid if layer is None else per_layer[layer]
+        feats.rgb_patches.setdefault(label, []).append(patch_tokens(g)[pick])
+        if i == feats.show_index:
+            feats.show_grids[label] = g
+    feats.grid_shapes.add(grid.shape[1:])
 
-    Args:
-        backbone: registry name, hub id or local directory (or an already created backbone).
-        datasets: at least two dataset names (``lucchi_pp``, ``vnc``, ``folder:PATH``).
-        out: directory for ``analysis.json`` and the figures; None writes nothing.
-        data_root: folder holding one folder per dataset (see :func:`emfm.paths.dataset_root`).
-        resolution: longest image edge in pixels fed to the backbone.
-        embedding: image embedding, ``mean`` patch token (the study) or ``cls`` (FD-DINOv2).
-        layers: blocks (0-based, negative from the end) for the mitochondria probe; None = all, empty =
-            no probe (and no test split is read).
-        n_boot: bootstrap replicates per interval.
-        seed: seed of every random choice (crops, patch samples, bootstrap, baselines, probe splits).
-        cache_dir: feature cache (default ``$EMFM_CACHE``/features or the user cache dir).
-        use_cache: False computes every feature afresh and stores nothing.
-        max_images: at most this many slices per dataset and split, evenly spaced (quick checks).
-        baseline_repeats: split-half repeats per dataset and statistic.
-        level: interval coverage.
-        bootstrap_method: ``percentile`` (default), ``basic`` or ``BCa``.
-        pca_components: PCA components of the image embeddings (and the requested k of the ``pca``
-            Fréchet estimator).
-        probe_components: PCA components in the domain probe.
-        crop_size: crop side in patches; crops_per_image: crops drawn per image.
-        probe_patches: training patches per dataset for the mitochondria probe (spread over images).
-        rgb_patches: patches per dataset to fit the RGB picture's PCA on.
-        normalisation: ``imagenet`` (the study, every family) or the backbone's own mean / std.
-        chunk_size: slices encoded (or read from the cache) at a time.
-        progress: progress bars.
 
-    Returns:
-        The result written to ``analysis.json`` (see the keys there).
+# -- statistics ---------------------------------------------------------------------------------------
 
-    Raises:
-        ConfigError: fewer than two datasets, a duplicate, a bad option or layer.
-        DataError: a dataset with fewer than 4 images; whatever the data layer raises.
-        UnknownNameError: an unknown dataset or backbone (raised by the data and backbone layers).
-    """
-    from emfm.data import get_dataset, load_split
-    from emfm.features import FeatureCache
-    from emfm.paths import cache_root, dataset_root
-    from emfm.transforms import IMAGENET_MEAN, IMAGENET_STD, resized_shape
 
-    started = time.perf_counter()
-    names = validate_options(
-        datasets=datasets, embedding=embedding, normalisation=normalisation, max_images=max_images, n_boot=n_boot,
-        baseline_repeats=baseline_repeats, level=level, bootstrap_method=bootstrap_method,
-    )
-    for name in names:
-        get_dataset(name)  # an unknown name fails here, before any data is read
-    want_probe = layers is None or len(layers) > 0
-    domains: dict[str, SliceStack] = {}
-    tests: dict[str, SliceStack | None] = {}
-    for name in names:
-        root = dataset_root(name, data_root)
-        domains[name] = _evenly_spaced(load_split(name, DOMAIN_SPLIT, root, progress=progress), max_images)
-        if len(domains[name]) < MIN_IMAGES:
-            raise DataError(
-                f"dataset {name} has {len(domains[name])} images in its {DOMAIN_SPLIT} split; the analysis needs "
-                f"at least {MIN_IMAGES} per dataset (two per half for the within-dataset baselines)"
-            )
-        tests[name] = (
-            _evenly_spaced(load_split(name, PROBE_TEST_SPLIT, root, progress=progress), max_images)
-            if want_probe
-            else None
-        )
-        if tests[name] is not None and len(tests[name]) == 0:
-            raise DataError(f"dataset {name} has no {PROBE_TEST_SPLIT} slices for the mitochondria probe; pass --layers none")
-    if isinstance(backbone, str):
-        from emfm.backbones import create_backbone
-
-        backbone = create_backbone(backbone)
-    probe_layers = _resolve_layers(layers, backbone.num_layers) if want_probe else []
-    for stack in domains.values():
-        resized_shape(stack.images[0].shape, resolution, backbone.patch_size)  # ConfigError if nothing fits
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalisation == "imagenet" else (backbone.mean, backbone.std)
-    cache: FeatureCache | None = None
-    if use_cache:
-        cache = FeatureCache(Path(cache_dir) if cache_dir else cache_root() / "features")
-    encode_kwargs = {"resolution": resolution, "cache": cache, "mean": mean, "std": std}
-
-    feats: dict[str, _DatasetFeatures] = {}
-    for index, name in enumerate(names):
-        log.info("encoding %s (%d slices%s)", name, len(domains[name]),
-                 f" + {len(tests[name])} test slices" if tests[name] is not None else "")
-        feats[name] = _encode_dataset(
-            backbone, domains[name], tests[name], index=index, layers=probe_layers, num_layers=backbone.num_layers,
-            embedding=embedding,
-            encode_kwargs=encode_kwargs, crop_size=crop_size, crops_per_image=crops_per_image,
-            probe_patches=probe_patches, rgb_patches=rgb_patches, chunk_size=chunk_size, seed=seed,
-            progress=progress,
-        )
+def _statistics(config: AnalysisConfig, feats: dict[str, _DatasetFeatures], progress: bool) -> _Statistics:
+    """Distances and the domain probe for every pair of datasets, then one PCA of all embeddings."""
+    names = list(config.datasets)
     emb = {n: np.stack(f.embeddings) for n, f in feats.items()}
     crops = {n: np.stack(f.crops) for n, f in feats.items()}
-
-    comparisons = []
-    for a, b in itertools.combinations(names, 2):
-        log.info("comparing %s and %s", a, b)
-        pair = compare_pair(
-            {a: emb[a], b: emb[b]}, {a: crops[a], b: crops[b]}, pca_components=pca_components, n_boot=n_boot,
-            baseline_repeats=baseline_repeats, level=level, method=bootstrap_method, seed=seed, progress=progress,
-        )
-        labels = np.array([0] * len(emb[a]) + [1] * len(emb[b]))
-        pair["domain_probe"] = domain_probe(
-            np.concatenate([emb[a], emb[b]]), labels, (a, b), n_components=probe_components, seed=seed
-        )
-        comparisons.append(pair)
-
+    comparisons = [_compare(config, a, b, emb, crops, progress) for a, b in itertools.combinations(names, 2)]
     pooled = np.concatenate([emb[n] for n in names])
-    pca, pca_summary = fit_pca(pooled, pca_components)
+    pca, pca_summary = fit_pca(pooled, config.pca_components)
     coords = {n: pca.transform(emb[n])[:, :2] for n in names}
-    pca_summary["fit_on"] = f"{embedding} image embeddings of all datasets pooled ({DOMAIN_SPLIT} splits)"
+    pca_summary["fit_on"] = f"{config.embedding} image embeddings of all datasets pooled ({DOMAIN_SPLIT} splits)"
+    return _Statistics(comparisons, pca_summary, coords)
 
-    result: dict[str, Any] = {
+
+def _compare(
+    config: AnalysisConfig,
+    a: str,
+    b: str,
+    emb: dict[str, np.ndarray],
+    crops: dict[str, np.ndarray],
+    progress: bool,
+) -> dict[str, Any]:
+    log.info("comparing %s and %s", a, b)
+    pair = compare_pair(
+        {a: emb[a], b: emb[b]}, {a: crops[a], b: crops[b]}, pca_components=config.pca_components,
+        n_boot=config.n_boot, baseline_repeats=config.baseline_repeats, level=config.level,
+        method=config.bootstrap_method, seed=config.seed, progress=progress,
+    )
+    labels = np.array([0] * len(emb[a]) + [1] * len(emb[b]))
+    pair["domain_probe"] = domain_probe(
+        np.concatenate([emb[a], emb[b]]), labels, (a, b), n_components=config.probe_components, seed=config.seed
+    )
+    return pair
+
+
+# -- summarise, write ---------------------------------------------------------------------------------
+
+
+def _summarise(
+    config: AnalysisConfig, inputs: _Inputs, feats: dict[str, _DatasetFeatures], stats: _Statistics
+) -> dict[str, Any]:
+    """The result as ``analysis.json`` holds it: every number beside the protocol that produced it."""
+    bb = inputs.backbone
+    return {
         "emfm_version": __version__,
         "backbone": {
-            "name": backbone.name, "weights_id": backbone.weights_id, "family": getattr(backbone, "family", None),
-            "patch_size": backbone.patch_size, "embed_dim": backbone.embed_dim, "num_layers": backbone.num_layers,
+            "name": bb.name, "weights_id": bb.weights_id, "family": getattr(bb, "family", None),
+            "patch_size": bb.patch_size, "embed_dim": bb.embed_dim, "num_layers": bb.num_layers,
         },
-        "protocol": {
-            "resolution": resolution,
-            "resize": "longest edge to the resolution, each side floored to a multiple of the patch size",
-            "normalisation": normalisation, "mean": list(mean), "std": list(std),
-            "embedding": embedding,
-            "embedding_description": "mean of the final normalised patch tokens" if embedding == "mean"
-            else "final normalised CLS token",
-            "splits": {"distances_and_domain_probe": DOMAIN_SPLIT, "mitochondria_probe_train": DOMAIN_SPLIT,
-                       "mitochondria_probe_test": PROBE_TEST_SPLIT if want_probe else None},
-            "max_images": max_images, "seed": seed, "level": level, "n_boot": n_boot,
-            "bootstrap_method": bootstrap_method, "baseline_repeats": baseline_repeats,
-            "crop_size_patches": crop_size, "crops_per_image": crops_per_image,
-            "probe_patches": probe_patches, "probe_layers": probe_layers,
-            "feature_cache": str(cache.root) if cache is not None else None,
-        },
-        "datasets": {
-            n: {
-                "split": DOMAIN_SPLIT, "n_images": len(f.ids), "ids": f.ids, "pairing": domains[n].pairing,
-                "input_sizes": sorted(list(s) for s in f.input_sizes),
-                "patch_grids": sorted(list(s) for s in f.grid_shapes),
-                "test_split": PROBE_TEST_SPLIT if tests[n] is not None else None,
-                "n_test_images": len(tests[n]) if tests[n] is not None else 0,
-                "features": {"computed": f.computed, "from_cache": f.cached},
-            }
-            for n, f in feats.items()
-        },
-        "pca": pca_summary,
-        "comparisons": comparisons,
+        "protocol": _protocol(config, inputs),
+        "datasets": {n: _dataset_entry(f, inputs.domains[n], inputs.tests[n]) for n, f in feats.items()},
+        "pca": stats.pca,
+        "comparisons": stats.comparisons,
         "mitochondria_probe": {n: f.probe for n, f in feats.items() if f.probe is not None},
     }
-    if out is not None:
-        result["figures"] = _write_figures(Path(out), result, feats, domains, coords)
+
+
+def _protocol(config: AnalysisConfig, inputs: _Inputs) -> dict[str, Any]:
+    mean_token = config.embedding == "mean"
+    return {
+        "resolution": config.resolution,
+        "resize": "longest edge to the resolution, each side floored to a multiple of the patch size",
+        "normalisation": config.normalisation, "mean": list(inputs.mean), "std": list(inputs.std),
+        "intensity": config.intensity,
+        "embedding": config.embedding,
+        "embedding_description": "mean of the final normalised patch tokens" if mean_token
+        else "final normalised CLS token",
+        "splits": {"distances_and_domain_probe": DOMAIN_SPLIT, "mitochondria_probe_train": DOMAIN_SPLIT,
+                   "mitochondria_probe_test": PROBE_TEST_SPLIT if config.wants_probe else None},
+        "max_images": config.max_images, "seed": config.seed, "level": config.level, "n_boot": config.n_boot,
+        "bootstrap_method": config.bootstrap_method, "baseline_repeats": config.baseline_repeats,
+        "crop_size_patches": config.crop_size, "crops_per_image": config.crops_per_image,
+        "probe_patches": config.probe_patches, "probe_layers": inputs.probe_layers,
+        "feature_cache": str(inputs.cache.root) if inputs.cache is not None else None,
+    }
+
+
+def _dataset_entry(f: _DatasetFeatures, domain: SliceStack, test: SliceStack | None) -> dict[str, Any]:
+    return {
+        "split": DOMAIN_SPLIT, "n_images": len(f.ids), "ids": f.ids, "pairing": domain.pairing,
+        "input_sizes": sorted(list(s) for s in f.input_sizes),
+        "patch_grids": sorted(list(s) for s in f.grid_shapes),
+        "test_split": PROBE_TEST_SPLIT if test is not None else None,
+        "n_test_images": len(test) if test is not None else 0,
+        "features": {"computed": f.computed, "from_cache": f.cached},
+    }
+
+
+def _write_result(result: dict[str, Any], out: str | Path | None, started: float) -> dict[str, Any]:
+    """Add the environment and the time taken; write ``analysis.json`` last (its presence means done)."""
     result["environment"] = _environment()
     result["seconds"] = round(time.perf_counter() - started, 1)
     result = finite_json(result)
@@ -413,6 +464,9 @@ def _environment() -> dict[str, Any]:
     return {k: env[k] for k in ("emfm", "git_commit", "python", "libraries") if k in env}
 
 
+# -- figures ------------------------------------------------------------------------------------------
+
+
 def _write_figures(
     out: Path,
     result: dict[str, Any],
@@ -420,16 +474,40 @@ def _write_figures(
     domains: dict[str, SliceStack],
     coords: dict[str, np.ndarray],
 ) -> dict[str, str]:
+    """The PCA scatter, the RGB picture, the probe curve and one distance figure per pair; records in
+    ``result`` which slice and views the RGB picture shows."""
     from emfm.analysis.plots import plot_distances, plot_pca_rgb, plot_pca_scatter, plot_probe_curve
 
     out.mkdir(parents=True, exist_ok=True)
-    bb = result["backbone"]["name"]
-    res = result["protocol"]["resolution"]
+    head = f"{result['backbone']['name']}, {result['protocol']['resolution']} px"
     figures: dict[str, str] = {}
     ev = result["pca"]["explained_variance_ratio"]
     kind = "mean patch token" if result["protocol"]["embedding"] == "mean" else "CLS token"
-    plot_pca_scatter(coords, ev[:2], out / FIGURES["pca"], title=f"{bb}, {res} px: PCA of image embeddings ({kind})")
+    plot_pca_scatter(coords, ev[:2], out / FIGURES["pca"], title=f"{head}: PCA of image embeddings ({kind})")
     figures["pca"] = FIGURES["pca"]
+    plot_pca_rgb(_rgb_panels(result, feats, domains), out / FIGURES["pca_rgb"],
+                 title=f"{head}: first three PCs of patch tokens (PCA fitted per dataset)")
+    figures["pca_rgb"] = FIGURES["pca_rgb"]
+    if result["mitochondria_probe"]:
+        plot_probe_curve(result["mitochondria_probe"], out / FIGURES["probe_layers"],
+                         title=f"{head}: linear patch probe for mitochondria, per block")
+        figures["probe_layers"] = FIGURES["probe_layers"]
+    for pair in result["comparisons"]:
+        a, b = pair["datasets"]
+        fname = f"distances_{safe_name(a)}_vs_{safe_name(b)}.png"
+        level = pair["kid"]["interval"]["level"]
+        plot_distances(_distance_panels(pair), out / fname, title=(
+            f"{head}: {a} vs {b}\nred: value with {level:.0%} bootstrap interval; blue: within-dataset "
+            f"split halves, mean and {level:.0%} range"
+        ))
+        figures[f"distances:{a}:{b}"] = fname
+    return figures
+
+
+def _rgb_panels(
+    result: dict[str, Any], feats: dict[str, _DatasetFeatures], domains: dict[str, SliceStack]
+) -> list[dict[str, Any]]:
+    """Per dataset, its middle slice beside the first three PCs of each view's patch tokens."""
     panels = []
     for name, f in feats.items():
         views = []
@@ -442,25 +520,15 @@ def _write_figures(
         })
         result["datasets"][name]["rgb_slice"] = f.ids[f.show_index]
         result["datasets"][name]["rgb_views"] = [v["label"] for v in views]
-    plot_pca_rgb(panels, out / FIGURES["pca_rgb"],
-                 title=f"{bb}, {res} px: first three PCs of patch tokens (PCA fitted per dataset)")
-    figures["pca_rgb"] = FIGURES["pca_rgb"]
-    if result["mitochondria_probe"]:
-        plot_probe_curve(result["mitochondria_probe"], out / FIGURES["probe_layers"],
-                         title=f"{bb}, {res} px: linear patch probe for mitochondria, per block")
-        figures["probe_layers"] = FIGURES["probe_layers"]
-    for pair in result["comparisons"]:
-        a, b = pair["datasets"]
-        panels = []
-        for label, entry in [*(("FD " + k, v) for k, v in pair["frechet"].items()), ("KID", pair["kid"])]:
-            rows = [(f"{a} vs {b}", entry["value"], entry["interval"]["low"], entry["interval"]["high"])]
-            rows += [(f"{ds}: half vs half", bl["mean"], bl["low"], bl["high"]) for ds, bl in entry["baselines"].items()]
-            panels.append({"title": label, "rows": rows})
-        fname = f"distances_{safe_name(a)}_vs_{safe_name(b)}.png"
-        level = pair["kid"]["interval"]["level"]
-        plot_distances(panels, out / fname, title=(
-            f"{bb}, {res} px: {a} vs {b}\nred: value with {level:.0%} bootstrap interval; blue: within-dataset "
-            f"split halves, mean and {level:.0%} range"
-        ))
-        figures[f"distances:{a}:{b}"] = fname
-    return figures
+    return panels
+
+
+def _distance_panels(pair: dict[str, Any]) -> list[dict[str, Any]]:
+    """One panel per estimator: the pair's value and interval above each dataset's split halves."""
+    a, b = pair["datasets"]
+    panels = []
+    for label, entry in [*(("FD " + k, v) for k, v in pair["frechet"].items()), ("KID", pair["kid"])]:
+        rows = [(f"{a} vs {b}", entry["value"], entry["interval"]["low"], entry["interval"]["high"])]
+        rows += [(f"{ds}: half vs half", bl["mean"], bl["low"], bl["high"]) for ds, bl in entry["baselines"].items()]
+        panels.append({"title": label, "rows": rows})
+    return panels

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emfm.analysis.config import AnalysisConfig
 
 DESCRIPTION = """\
 Compare datasets in one backbone's feature space: PCA of image embeddings, the Fréchet distance by four
@@ -14,27 +17,54 @@ mitochondria on patches. Writes OUT/analysis.json, OUT/config.yaml and figures (
 probe_layers.png, distances_*.png)."""
 
 
+#: AnalysisConfig keys, listed here rather than imported, so that building the parser imports nothing
+#: of emfm.analysis (the analysis config checks a --config or --set key against its own fields).
+SETTING_KEYS = (
+    "datasets", "backbone", "data_root", "resolution", "embedding", "layers", "n_boot", "seed", "cache_dir",
+    "use_cache", "max_images", "baseline_repeats", "level", "bootstrap_method", "pca_components",
+    "probe_components", "crop_size", "crops_per_image", "probe_patches", "rgb_patches", "normalisation",
+    "intensity", "chunk_size",
+)
+#: Flag dest -> AnalysisConfig key, for the flags whose value is the setting as it is.
+_FLAGS = {
+    "backbone": "backbone", "data_root": "data_root", "resolution": "resolution", "embedding": "embedding",
+    "bootstrap": "n_boot", "baseline_repeats": "baseline_repeats", "level": "level", "seed": "seed",
+    "normalisation": "normalisation", "intensity": "intensity", "cache_dir": "cache_dir",
+    "max_images": "max_images",
+}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="compare datasets in a backbone's feature space (PCA, FD, KID, probes)",
-                       description=DESCRIPTION)
-    p.add_argument("--backbone", required=True, help="registry name, hub id or local directory")
-    p.add_argument("--datasets", required=True, help="two or more datasets, comma separated (lucchi_pp,vnc)")
+                       description=DESCRIPTION + " Settings come from --config, then the flags given, then --set, "
+                       "each later one winning.")
+    # No flag has a parser default: a flag not given leaves the --config value (or the setting's default).
+    p.add_argument("--backbone", help="registry name, hub id or local directory (required, here or in --config)")
+    p.add_argument("--datasets", help="two or more datasets, comma separated (lucchi_pp,vnc)")
     p.add_argument("--out", help="output directory (default runs/analysis-<backbone>-<datasets>)")
-    p.add_argument("--data-root", help="folder holding one folder per dataset (default $EMFM_DATA or the user data dir)")
-    p.add_argument("--resolution", type=int, default=518, help="longest image edge in pixels (default 518)")
-    p.add_argument("--embedding", choices=["mean", "cls"], default="mean",
+    p.add_argument("--data-root",
+                   help="folder holding one folder per dataset (default $EMFM_DATA or the user data dir)")
+    p.add_argument("--resolution", type=int, help="longest image edge in pixels (default 518)")
+    p.add_argument("--embedding", choices=["mean", "cls"],
                    help="image embedding: mean patch token (the study) or CLS token (FD-DINOv2); default mean")
-    p.add_argument("--layers", default="all",
+    p.add_argument("--layers",
                    help="blocks for the mitochondria probe: 'all' (default), 'none', or indices like 3,6,-1")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates per interval (default 200)")
-    p.add_argument("--baseline-repeats", type=int, default=50, help="split-half repeats per dataset (default 50)")
-    p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    p.add_argument("--normalisation", choices=["imagenet", "backbone"], default="imagenet",
-                   help="pixel mean/std: imagenet (the study, every family) or the backbone's own")
+    p.add_argument("--bootstrap", type=int, help="bootstrap replicates per interval (default 200)")
+    p.add_argument("--baseline-repeats", type=int, help="split-half repeats per dataset (default 50)")
+    p.add_argument("--level", type=float, help="interval coverage (default 0.95)")
+    p.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
+    p.add_argument("--normalisation", choices=["imagenet", "backbone"],
+                   help="pixel mean/std: imagenet (the study, every family; default) or the backbone's own")
+    p.add_argument("--intensity", choices=["dtype", "minmax"],
+                   help="stored pixels to [0, 1]: by the dtype's maximum (default) or each slice's own range")
     p.add_argument("--cache-dir", help="feature cache (default $EMFM_CACHE/features or the user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="compute every feature afresh and store nothing")
     p.add_argument("--max-images", type=int, help="at most N slices per dataset and split, evenly spaced")
+    p.add_argument("--config", metavar="FILE", help="YAML file of analysis settings (the keys --set takes; an "
+                   "analysis's own config.yaml reruns it)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"set an analysis setting by name, the value read as YAML (repeatable; wins over the flags "
+                        f"and --config); keys: {', '.join(SETTING_KEYS)}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_analyze)
 
@@ -54,37 +84,38 @@ def parse_layers(value: str) -> list[int] | None:
         raise ConfigError(f"--layers {value!r}: expected 'all', 'none' or block indices like 3,6,-1") from None
 
 
-def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of :func:`~emfm.analysis.run_analysis`, with local paths made absolute."""
-    from emfm.config import split_names
+def build_config(args: argparse.Namespace) -> AnalysisConfig:
+    """The run's AnalysisConfig: --config, then the flags given, then --set; local paths made absolute
+    (so that the saved config.yaml reruns from any directory)."""
+    from emfm.analysis.config import AnalysisConfig
+    from emfm.config import apply_overrides, load_yaml, split_names
+    from emfm.errors import ConfigError
 
-    def absolute(path: str | None) -> str | None:
-        return str(Path(path).expanduser().resolve()) if path else None
-
-    backbone = absolute(args.backbone) if Path(args.backbone).expanduser().exists() else args.backbone
-    return {
-        "backbone": backbone,
-        "datasets": split_names(args.datasets),
-        "data_root": absolute(args.data_root),
-        "resolution": args.resolution,
-        "embedding": args.embedding,
-        "layers": parse_layers(args.layers),
-        "n_boot": args.bootstrap,
-        "baseline_repeats": args.baseline_repeats,
-        "level": args.level,
-        "seed": args.seed,
-        "normalisation": args.normalisation,
-        "cache_dir": absolute(args.cache_dir),
-        "use_cache": not args.no_cache,
-        "max_images": args.max_images,
-    }
+    data = load_yaml(args.config) if args.config else {}
+    data.update({key: getattr(args, dest) for dest, key in _FLAGS.items() if getattr(args, dest) is not None})
+    if args.datasets is not None:
+        data["datasets"] = split_names(args.datasets)
+    if args.layers is not None:
+        data["layers"] = parse_layers(args.layers)
+    if args.no_cache:
+        data["use_cache"] = False
+    data = apply_overrides(data, args.overrides)
+    if not data.get("backbone"):
+        raise ConfigError("missing --backbone (or give backbone in --config)")
+    for key in ("data_root", "cache_dir"):
+        if data.get(key):
+            data[key] = str(Path(str(data[key])).expanduser().resolve())
+    if isinstance(data["backbone"], str) and Path(data["backbone"]).expanduser().exists():
+        data["backbone"] = str(Path(data["backbone"]).expanduser().resolve())
+    return AnalysisConfig.from_dict(data)
 
 
-def default_out(config: dict[str, Any]) -> Path:
+def default_out(config: AnalysisConfig) -> Path:
     from emfm._io import safe_name
 
-    backbone = Path(config["backbone"]).name if Path(config["backbone"]).exists() else config["backbone"]
-    return Path("runs") / safe_name(f"analysis-{backbone}-{'+'.join(config['datasets'])}")
+    name = str(config.backbone)
+    backbone = Path(name).name if Path(name).exists() else name
+    return Path("runs") / safe_name(f"analysis-{backbone}-{'+'.join(config.datasets)}")
 
 
 def _fmt(v: float | None) -> str:
@@ -129,21 +160,10 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    import yaml
-
-    from emfm import __version__
-    from emfm._io import atomic_write_text
     from emfm.analysis import run_analysis
-    from emfm.analysis.run import validate_options
 
-    config = resolve_config(args)
-    validate_options(**{k: config[k] for k in ("datasets", "embedding", "normalisation", "max_images", "n_boot",
-                                               "baseline_repeats", "level")})
+    config = build_config(args)
     out = Path(args.out) if args.out else default_out(config)
-    out.mkdir(parents=True, exist_ok=True)
-    header = "# emfm analyze: the keyword arguments of emfm.analysis.run_analysis (layers: null = every block)\n"
-    atomic_write_text(out / "config.yaml", header + yaml.safe_dump(
-        {**config, "out": str(out.resolve()), "emfm_version": __version__}, sort_keys=False))
-    result = run_analysis(out=out, progress=not args.no_progress, **config)
+    result = run_analysis(config, out, progress=not args.no_progress)
     print_summary(result, out)
     return 0
