@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emfm.cli import main
-from tests.predict.conftest import make_vit_run, read_any, read_output, synthetic_volume, write_input
+from tests.predict.helpers import make_vit_run, read_any, read_output, synthetic_volume, write_input
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,88 @@ def test_predict_errors_are_one_line(run_and_input, tmp_path, capsys, extra, mes
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["set", "config"])
+def test_a_mistyped_setting_is_one_line_with_the_nearest_key(run_and_input, tmp_path, capsys, where):
+    run, spec = run_and_input
+    args = ["predict", "--run", str(run), "--input", spec, "--output", str(tmp_path / "m.zarr"), "--no-progress"]
+    if where == "set":
+        args += ["--set", "batchsize=2"]
+    else:
+        (tmp_path / "p.yaml").write_text("batchsize: 2\n")
+        args += ["--config", str(tmp_path / "p.yaml")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("emfm: error: unknown predict key 'batchsize' (did you mean 'batch_size'?); valid keys: ")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "m.zarr").exists()
+
+
+def test_a_bad_setting_value_is_one_line(run_and_input, tmp_path, capsys):
+    run, spec = run_and_input
+    assert main(["predict", "--run", str(run), "--input", spec, "--output", str(tmp_path / "m.zarr"),
+                 "--set", "batch_size=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "emfm: error: batch_size must be >= 1, got 0"
+
+
+def _settings(argv):
+    from emfm.cli import build_parser
+    from emfm.cli.predict import predict_settings
+
+    args = build_parser().parse_args(["predict", "--run", "r", "--input", "i", "--output", "o", *argv])
+    return predict_settings(args)
+
+
+def test_config_then_flags_then_set(tmp_path):
+    from emfm.predict import PredictSettings
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("mode: tile\nbatch_size: 3\nscale: 0.5\nbf16: true\n")
+    assert _settings([]) == PredictSettings()
+    assert _settings(["--config", str(cfg)]) == PredictSettings(mode="tile", batch_size=3, scale=0.5, bf16=True)
+    # a flag overrides the file; flags not given leave the file's values alone
+    flagged = _settings(["--config", str(cfg), "--batch-size", "5"])
+    assert flagged == PredictSettings(mode="tile", batch_size=5, scale=0.5, bf16=True)
+    # --set overrides both, values read as YAML
+    got = _settings(["--config", str(cfg), "--batch-size", "5", "--set", "batch_size=7", "--set", "bf16=false",
+                     "--set", "device=cpu"])
+    assert got == PredictSettings(mode="tile", batch_size=7, scale=0.5, bf16=False, device="cpu")
+
+
+def test_every_setting_can_be_given_by_name():
+    from emfm.cli.predict import SETTING_KEYS
+    from emfm.predict import PredictSettings
+
+    assert sorted(SETTING_KEYS) == sorted(PredictSettings.field_names())
+
+
+def test_set_and_config_take_effect_in_a_run(run_and_input, tmp_path, capsys):
+    run, spec = run_and_input
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("mode: tile\ntile: 28\nhalo: 4\nscale: 1.0\n")
+    out, prob = tmp_path / "t.zarr", tmp_path / "p.zarr"
+    assert main(["predict", "--run", str(run), "--input", spec, "--output", str(out), "--config", str(cfg),
+                 "--probabilities", str(prob), "--set", "probability_dtype=uint8", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "(tile mode)" in text and f"foreground probabilities (uint8) -> {prob}" in text
+    assert read_any(prob).dtype == np.uint8
+    ref = tmp_path / "ref.zarr"
+    assert main(["predict", "--run", str(run), "--input", spec, "--output", str(ref), "--mode", "tile", "--tile", "28",
+                 "--halo", "4", "--scale", "1.0", "--no-progress"]) == 0
+    np.testing.assert_array_equal(read_output(out), read_output(ref))
+
+
+def test_building_the_predict_parser_imports_neither_torch_nor_the_predictor():
+    import subprocess
+    import sys
+
+    code = (
+        "import argparse, sys\n"
+        "from emfm.cli import predict\n"
+        "predict.add_parser(argparse.ArgumentParser().add_subparsers())\n"
+        "print(sorted(m for m in ('torch', 'emfm.predict', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emfm.predict import predict_dask_array, predict_volume, predict_volume_dask
-from tests.predict.conftest import PixelBackbone, read_any, read_output, synthetic_volume, write_input
+from emfm.predict import PredictSettings, predict_dask_array, predict_volume, predict_volume_dask
+from tests.predict.helpers import PixelBackbone, read_any, read_output, synthetic_volume, write_input
 
 
 @pytest.fixture
@@ -43,14 +43,16 @@ def test_dask_loads_the_run_itself_in_workers(tmp_path, vit_run, vol7):
 def test_dask_resumes_a_partial_sequential_output(tmp_path, pixel_run, vol7, pdtype):
     spec = write_input("tif", vol7, tmp_path)
     out, prob = tmp_path / "o.tif", tmp_path / "p.zarr"
-    kw = dict(probabilities=prob, probability_dtype=pdtype, progress=False)
-    predict_volume(pixel_run, spec, out, max_slices=3, backbone=PixelBackbone(), **kw)
+    settings = PredictSettings(probability_dtype=pdtype)
+    kw = dict(probabilities=prob, progress=False)
+    predict_volume(pixel_run, spec, out, settings, max_slices=3, backbone=PixelBackbone(), **kw)
     bb = PixelBackbone()
-    result = predict_volume_dask(pixel_run, spec, out, block_slices=2, scheduler="synchronous", backbone=bb, **kw)
+    result = predict_volume_dask(pixel_run, spec, out, settings, block_slices=2, scheduler="synchronous", backbone=bb,
+                                 **kw)
     # Slices 0-2 are done: block [0, 2) is skipped; block [2, 4) is stored whole, with slice 2 read
     # back from the output and only slice 3 predicted.
     assert result["computed_slices"] == [3, 4, 5, 6] and bb.images_seen == 4 and result["skipped"] == 3
-    predict_volume(pixel_run, spec, tmp_path / "ref.tif", backbone=PixelBackbone(),
+    predict_volume(pixel_run, spec, tmp_path / "ref.tif", settings, backbone=PixelBackbone(),
                    **{**kw, "probabilities": tmp_path / "pref.zarr"})
     np.testing.assert_array_equal(read_any(out), read_any(tmp_path / "ref.tif"))
     np.testing.assert_array_equal(read_any(prob), read_any(tmp_path / "pref.zarr"))
@@ -73,8 +75,8 @@ def test_interrupted_dask_run_resumes_with_the_missing_blocks_only(tmp_path, pix
     spec = write_input("zarr", vol7, tmp_path)
     out = tmp_path / "o.zarr"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        predict_volume_dask(pixel_run, spec, out, block_slices=2, batch_size=2, scheduler="synchronous",
-                            backbone=_FailingBackbone(fail_after=4), progress=False)
+        predict_volume_dask(pixel_run, spec, out, PredictSettings(batch_size=2), block_slices=2,
+                            scheduler="synchronous", backbone=_FailingBackbone(fail_after=4), progress=False)
     from emfm.predict.volume_io import DoneFlags
 
     done = DoneFlags(out).read()
@@ -82,8 +84,8 @@ def test_interrupted_dask_run_resumes_with_the_missing_blocks_only(tmp_path, pix
     assert 0 < done.sum() < 7 and done.sum() <= 4
     missing = np.flatnonzero(~done).tolist()
     bb = PixelBackbone()
-    result = predict_volume_dask(pixel_run, spec, out, block_slices=2, batch_size=2, scheduler="synchronous",
-                                 backbone=bb, progress=False)
+    result = predict_volume_dask(pixel_run, spec, out, PredictSettings(batch_size=2), block_slices=2,
+                                 scheduler="synchronous", backbone=bb, progress=False)
     assert result["resumed"] and result["computed_slices"] == missing and bb.images_seen == len(missing)
     predict_volume(pixel_run, spec, tmp_path / "ref.zarr", backbone=PixelBackbone(), progress=False)
     np.testing.assert_array_equal(read_output(out), read_output(tmp_path / "ref.zarr"))

@@ -10,10 +10,10 @@ import pytest
 
 from emfm.config import TrainConfig
 from emfm.data import load_split
-from emfm.predict import predict_volume, predict_volume_dask
+from emfm.predict import PredictSettings, predict_volume, predict_volume_dask
 from emfm.train.run import train_run
-from tests.conftest import write_folder_dataset
-from tests.predict.conftest import read_output
+from tests.helpers import write_folder_dataset
+from tests.predict.helpers import read_output
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
@@ -39,7 +39,7 @@ def test_saved_masks_reproduce_the_runs_own_test_iou(tmp_path, tiny_vit_dir, ada
 
     test = load_split(name, "test", progress=False)
     out = tmp_path / "pred.zarr"
-    predict_volume(run, str(tmp_path / "data" / "test" / "images"), out, batch_size=3, progress=False)
+    predict_volume(run, str(tmp_path / "data" / "test" / "images"), out, PredictSettings(batch_size=3), progress=False)
     pred = read_output(out)
     assert pred.shape == (5, 40, 56)
     assert pooled_iou(pred, test.masks) == pytest.approx(reported, abs=1e-6)
@@ -56,14 +56,31 @@ def test_saved_masks_reproduce_the_runs_own_test_iou(tmp_path, tiny_vit_dir, ada
     np.testing.assert_array_equal(read_output(dask_out), pred)
 
 
+@pytest.mark.parametrize("adapter,head", [("frozen", "fusion"), ("lora", "multilinear")])
+def test_a_tiled_multi_block_run_segments_a_volume_exactly_as_it_was_scored(tmp_path, tiny_vit_dir, adapter, head):
+    """Native-scale tiles, several blocks, a pixel head, crops: predict reproduces the run's own IoU."""
+    name = write_folder_dataset(tmp_path / "data", n_train=6, n_test=4, shape=(40, 56), seed=5)
+    config = TrainConfig.from_dict({
+        "backbone": str(tiny_vit_dir), "train": name, "adapter": adapter, "head": head, "layers": [0, 1],
+        "scale": 1.0, "tile": 28, "tile_overlap": 14, "crop": 28, "crops_per_epoch": 6, "epochs": 2,
+        "lr": 1e-2, "min_steps": 0, "cache_dir": str(tmp_path / "cache"),
+    })
+    run = tmp_path / "run"
+    metrics = train_run(config, run, progress=False)
+    out = tmp_path / "pred.zarr"
+    predict_volume(run, str(tmp_path / "data" / "test" / "images"), out, PredictSettings(batch_size=1), progress=False)
+    test = load_split(name, "test", progress=False)
+    assert pooled_iou(read_output(out), test.masks) == pytest.approx(metrics["test"][name]["fg_iou"], abs=1e-6)
+
+
 def test_tile_mode_scale_comes_from_the_training_data(tmp_path, tiny_vit_dir):
     name = write_folder_dataset(tmp_path / "data", n_train=4, n_test=2, shape=(40, 56), seed=4)
     config = TrainConfig(backbone=str(tiny_vit_dir), train=name, epochs=1, resolution=56,
                          cache_dir=str(tmp_path / "cache"))
     run = tmp_path / "run"
     train_run(config, run, progress=False)
-    result = predict_volume(run, str(tmp_path / "data" / "test" / "images"), tmp_path / "t.zarr", mode="tile",
-                            tile=28, progress=False)
+    result = predict_volume(run, str(tmp_path / "data" / "test" / "images"), tmp_path / "t.zarr",
+                            PredictSettings(mode="tile", tile=28), progress=False)
     # Training slices are 40 x 56 at resolution 56: one network pixel per input pixel.
     assert result["scale"] == pytest.approx(1.0) and result["halo"] == 3
     assert read_output(tmp_path / "t.zarr").shape == (2, 40, 56)
@@ -72,7 +89,7 @@ def test_tile_mode_scale_comes_from_the_training_data(tmp_path, tiny_vit_dir):
 def test_tiled_vit_probabilities_show_no_seams(tmp_path, vit_run):
     """Real (random) ViT: tiles see different context, yet blended probabilities are continuous."""
     from emfm.predict.tiling import tile_starts
-    from tests.predict.conftest import read_any, synthetic_volume, write_input
+    from tests.predict.helpers import read_any, synthetic_volume, write_input
 
     vol = synthetic_volume(n=1, shape=(56, 200), seed=5)
     spec = write_input("zarr", vol, tmp_path)
@@ -80,8 +97,8 @@ def test_tiled_vit_probabilities_show_no_seams(tmp_path, vit_run):
 
     def probs(h: int) -> np.ndarray:
         out = tmp_path / f"h{h}.zarr"
-        predict_volume(vit_run, spec, out, probabilities=tmp_path / f"p{h}.zarr", mode="tile", tile=tile, halo=h,
-                       scale=1.0, progress=False)
+        predict_volume(vit_run, spec, out, PredictSettings(mode="tile", tile=tile, halo=h, scale=1.0),
+                       probabilities=tmp_path / f"p{h}.zarr", progress=False)
         return read_any(tmp_path / f"p{h}.zarr")[0].astype(np.float64)
 
     def jumps_at_edges(p: np.ndarray, h: int) -> np.ndarray:

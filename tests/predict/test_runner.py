@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from emfm.errors import ConfigError, DataError, RunDirError
-from emfm.predict import OutputExistsError, predict_volume
-from tests.predict.conftest import PixelBackbone, make_pixel_run, read_any, read_output, reference_masks, write_input
+from emfm.predict import OutputExistsError, PredictSettings, predict_volume
+from tests.predict.helpers import PixelBackbone, make_pixel_run, read_any, read_output, reference_masks, write_input
 
 INPUTS = ["tif", "png", "webp", "tif-slices", "zarr", "ome-zarr", "h5"]
 
@@ -16,7 +16,8 @@ INPUTS = ["tif", "png", "webp", "tif-slices", "zarr", "ome-zarr", "h5"]
 def test_every_input_format_gives_the_evaluation_masks(tmp_path, pixel_run, volume, kind):
     spec = write_input(kind, volume, tmp_path)
     out = tmp_path / "pred.zarr"
-    result = predict_volume(pixel_run, spec, out, backbone=PixelBackbone(), batch_size=2, progress=False)
+    result = predict_volume(pixel_run, spec, out, PredictSettings(batch_size=2), backbone=PixelBackbone(),
+                            progress=False)
     expected, _ = reference_masks(pixel_run, volume)
     got = read_output(out)
     assert got.shape == volume.shape and got.dtype == np.uint8
@@ -30,7 +31,7 @@ def test_every_input_format_gives_the_evaluation_masks(tmp_path, pixel_run, volu
 def test_every_output_format_with_probabilities(tmp_path, pixel_run, volume, ext, pdtype):
     spec = write_input("zarr", volume, tmp_path)
     out, prob = tmp_path / f"pred{ext}", tmp_path / f"prob{ext}"
-    result = predict_volume(pixel_run, spec, out, probabilities=prob, probability_dtype=pdtype,
+    result = predict_volume(pixel_run, spec, out, PredictSettings(probability_dtype=pdtype), probabilities=prob,
                             backbone=PixelBackbone(), progress=False)
     masks, p_ref = reference_masks(pixel_run, volume)
     np.testing.assert_array_equal(read_output(out), masks)
@@ -61,8 +62,9 @@ def test_tiled_equals_whole_slice_for_a_translation_equivariant_model(tmp_path, 
     spec = write_input("tif", volume, tmp_path)
     predict_volume(run, spec, tmp_path / "whole.zarr", probabilities=tmp_path / "pw.zarr",
                    backbone=PixelBackbone(), progress=False)
-    result = predict_volume(run, spec, tmp_path / "tiled.zarr", probabilities=tmp_path / "pt.zarr", mode="tile",
-                            tile=10, halo=3, scale=1.0, backbone=PixelBackbone(), progress=False)
+    tiled = PredictSettings(mode="tile", tile=10, halo=3, scale=1.0)
+    result = predict_volume(run, spec, tmp_path / "tiled.zarr", tiled, probabilities=tmp_path / "pt.zarr",
+                            backbone=PixelBackbone(), progress=False)
     assert (result["tile"], result["halo"], result["scale"]) == (10, 3, 1.0)
     np.testing.assert_array_equal(read_output(tmp_path / "tiled.zarr"), read_output(tmp_path / "whole.zarr"))
     np.testing.assert_allclose(read_any(tmp_path / "pt.zarr").astype(np.float32),
@@ -75,8 +77,8 @@ def test_tile_mode_scale_changes_the_network_size(tmp_path, volume):
     bb = PixelBackbone()
     # At scale 0.5 a 24 x 32 slice becomes 12 x 16: with tile 8 and halo 2 the padded 16 x 20 grid
     # needs 3 x 3 tiles of 8 x 8 per slice.
-    predict_volume(run, spec, tmp_path / "t.zarr", mode="tile", tile=8, halo=2, scale=0.5, batch_size=4,
-                   backbone=bb, progress=False)
+    tiled = PredictSettings(mode="tile", tile=8, halo=2, scale=0.5, batch_size=4)
+    predict_volume(run, spec, tmp_path / "t.zarr", tiled, backbone=bb, progress=False)
     assert bb.images_seen == len(volume) * 9
     assert read_output(tmp_path / "t.zarr").shape == volume.shape
 
@@ -88,12 +90,13 @@ def test_resume_computes_only_the_missing_slices(tmp_path, volume):
     predict_volume(run, spec, full, probabilities=tmp_path / "pf.tif", backbone=PixelBackbone(), progress=False)
 
     out, prob = tmp_path / "part.tif", tmp_path / "pp.tif"
-    first = predict_volume(run, spec, out, probabilities=prob, max_slices=2, batch_size=1,
-                           backbone=PixelBackbone(), progress=False)
+    one = PredictSettings(batch_size=1)
+    first = predict_volume(run, spec, out, one, probabilities=prob, max_slices=2, backbone=PixelBackbone(),
+                           progress=False)
     assert first["computed_slices"] == [0, 1] and not first["complete"]
     assert not out.exists() and (tmp_path / "part.tif.partial.zarr").is_dir()
     bb = PixelBackbone()
-    second = predict_volume(run, spec, out, probabilities=prob, batch_size=1, backbone=bb, progress=False)
+    second = predict_volume(run, spec, out, one, probabilities=prob, backbone=bb, progress=False)
     assert second["resumed"] and second["skipped"] == 2 and second["computed_slices"] == [2, 3, 4]
     assert bb.images_seen == 3  # the model saw only the missing slices
     assert second["complete"] and out.is_file() and not (tmp_path / "part.tif.partial.zarr").exists()
@@ -107,18 +110,17 @@ def test_resume_with_other_settings_is_refused(tmp_path, pixel_run, volume):
     spec = write_input("tif", volume, tmp_path)
     out = tmp_path / "p.zarr"
     predict_volume(pixel_run, spec, out, max_slices=1, backbone=PixelBackbone(), progress=False)
+    tiled = PredictSettings(mode="tile", scale=1.0, tile=8, halo=1)
     with pytest.raises(OutputExistsError, match=r"partial prediction of another job \(.*mode: 'resize' != 'tile'"):
-        predict_volume(pixel_run, spec, out, mode="tile", scale=1.0, tile=8, halo=1, backbone=PixelBackbone(),
-                       progress=False)
-    done = predict_volume(pixel_run, spec, out, mode="tile", scale=1.0, tile=8, halo=1, overwrite=True,
-                          backbone=PixelBackbone(), progress=False)
+        predict_volume(pixel_run, spec, out, tiled, backbone=PixelBackbone(), progress=False)
+    done = predict_volume(pixel_run, spec, out, tiled, overwrite=True, backbone=PixelBackbone(), progress=False)
     assert done["complete"] and done["computed"] == len(volume) and not done["resumed"]
 
 
 def test_bf16_autocast_runs_and_mostly_agrees(tmp_path, pixel_run, volume):
     spec = write_input("tif", volume, tmp_path)
-    result = predict_volume(pixel_run, spec, tmp_path / "b.zarr", bf16=True, backbone=PixelBackbone(),
-                            progress=False)
+    result = predict_volume(pixel_run, spec, tmp_path / "b.zarr", PredictSettings(bf16=True),
+                            backbone=PixelBackbone(), progress=False)
     expected, _ = reference_masks(pixel_run, volume)
     assert result["bf16"] is True
     assert (read_output(tmp_path / "b.zarr") == expected).mean() > 0.97
@@ -164,8 +166,6 @@ def test_output_errors(tmp_path, pixel_run, volume):
     with pytest.raises(OutputExistsError, match="taken.tif already exists; pass --overwrite"):
         predict_volume(pixel_run, spec, tmp_path / "taken.tif", progress=False)
     assert (tmp_path / "taken.tif").read_bytes() == b"not mine"
-    with pytest.raises(ConfigError, match="unknown --mode 'crop'"):
-        predict_volume(pixel_run, spec, tmp_path / "o.zarr", mode="crop", progress=False)
 
 
 def test_not_enough_disk_is_refused_before_writing(tmp_path, pixel_run, volume, monkeypatch):
@@ -185,4 +185,30 @@ def test_not_enough_disk_is_refused_before_writing(tmp_path, pixel_run, volume, 
 def test_tile_mode_without_scale_needs_the_training_data(tmp_path, pixel_run, volume):
     spec = write_input("tif", volume, tmp_path)
     with pytest.raises(ConfigError, match=r"cannot tell the pixel size run .* was trained at .* pass --scale S"):
-        predict_volume(pixel_run, spec, tmp_path / "o.zarr", mode="tile", progress=False)
+        predict_volume(pixel_run, spec, tmp_path / "o.zarr", PredictSettings(mode="tile"), progress=False)
+
+
+@pytest.mark.parametrize("intensity", ["dtype", "minmax"])
+def test_prediction_and_evaluation_feed_the_model_the_protocols_pixels(tmp_path, intensity):
+    """Both go through ModelInfo.preprocessing, which is the protocol's resize and normalisation."""
+    import dataclasses
+
+    import torch
+
+    from emfm.evaluate.inference import slice_logits
+    from emfm.models.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from emfm.predict import SlicePredictor
+    from emfm.transforms import image_to_tensor, logits_to_size, resized_shape
+
+    run = make_pixel_run(tmp_path / "run", resolution=20)  # 24 x 32 slices are shrunk to 15 x 20
+    segmenter, info = load_checkpoint(run / CHECKPOINT_NAME, backbone=PixelBackbone())
+    info = dataclasses.replace(info, intensity=intensity)
+    img = (np.random.default_rng(1).integers(0, 4000, size=(24, 32))).astype(np.uint16)
+    protocol = image_to_tensor(img, resized_shape(img.shape, 20, 1), info.mean, info.std, intensity=intensity)
+    with torch.inference_mode():
+        expected = segmenter(protocol[None]).float()
+    got = slice_logits(segmenter, img, info.preprocessing)
+    assert got.shape[-2:] == (15, 20)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    predictor = SlicePredictor(segmenter, info, PredictSettings(batch_size=1, device="cpu"))
+    torch.testing.assert_close(predictor.native_logits([img])[0], logits_to_size(expected, img.shape), rtol=0, atol=0)

@@ -12,7 +12,7 @@ import pytest
 from emfm.errors import ConfigError
 from emfm.predict.errors import DiskSpaceError, OutputExistsError
 from emfm.predict.volume_io import PredictionOutputs, output_kind
-from tests.predict.conftest import read_any, read_output
+from tests.predict.helpers import read_any, read_output
 
 SHAPE = (4, 20, 30)
 JOB = {"run": "/r", "checkpoint_sha256": "abc", "input": "/in.tif", "mode": "resize"}

@@ -1,8 +1,17 @@
-"""``emfm predict``: segment a volume with a trained run (a thin wrapper over :mod:`emfm.predict`)."""
+"""``emfm predict``: segment a volume with a trained run (a thin wrapper over :mod:`emfm.predict`).
+
+The prediction settings (:class:`~emfm.predict.settings.PredictSettings`) are resolved here, once:
+``--config FILE`` first, then the setting flags that were given, then each ``--set KEY=VALUE``, each
+later source winning. A key that is no setting is one line naming the nearest valid key.
+"""
 
 from __future__ import annotations
 
 import argparse
+
+#: The PredictSettings keys, each also a flag of its own (``batch_size`` -> ``--batch-size``).
+#: Named here rather than imported, so that building the parser imports nothing of emfm.predict.
+SETTING_KEYS = ("mode", "tile", "halo", "scale", "batch_size", "probability_dtype", "bf16", "device")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -11,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="segment an EM volume with a trained run",
         description=(
             "Predict a uint8 0/1 mask volume of the input's shape, slice by slice, in bounded memory. "
-            "Rerunning over a partial output of the same job finishes it."
+            "Rerunning over a partial output of the same job finishes it. Settings come from --config, "
+            "then the flags, then --set, each later one winning."
         ),
     )
     p.add_argument("--run", required=True, help="run directory written by `emfm train`")
@@ -20,21 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="3-D tif, folder of 2-D slices (png/webp/tif), STORE.zarr[:ARRAY] (OME-Zarr too) or FILE.h5:DATASET",
     )
     p.add_argument("--output", required=True, help="mask volume: .zarr, .ome.zarr or .tif/.tiff")
-    p.add_argument("--mode", choices=["resize", "tile"], default="resize",
-                   help="resize: whole slice at the run's resolution, as in evaluation (default); "
-                        "tile: overlapping tiles at the run's training pixel size")
-    p.add_argument("--tile", type=int, help="tile mode: tile edge in network pixels (default: the run's resolution)")
-    p.add_argument("--halo", type=int, help="tile mode: fading tile border in network pixels (default: tile/8)")
-    p.add_argument("--scale", type=float,
-                   help="tile mode: network pixels per input pixel (default: as the run was trained)")
-    p.add_argument("--batch-size", type=int, default=4,
-                   help="slices (resize) or tiles (tile) per model call (default 4; 1 reproduces "
-                        "`emfm evaluate` bit for bit, larger batches may flip the odd near-tied pixel)")
+    _add_setting_flags(p)
+    p.add_argument("--config", metavar="FILE", help="YAML file of prediction settings (the keys --set takes)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help=f"set a prediction setting by name, the value read as YAML (repeatable; wins over the flags and "
+             f"--config); keys: {', '.join(SETTING_KEYS)}",
+    )
     p.add_argument("--probabilities", help="also write P(foreground) here (.zarr, .ome.zarr or .tif)")
-    p.add_argument("--probability-dtype", choices=["float16", "uint8"], default="float16",
-                   help="float16 P in [0, 1] (default) or uint8 round(255 P)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster; may flip near-tied pixels)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--max-slices", type=int, help="compute at most N missing slices, then stop (resumable)")
     p.add_argument("--dask", action="store_true", help="run through dask, one task per block of slices")
@@ -45,39 +48,77 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per setting. None of them has a parser default, so a flag that is not given leaves
+    the value of --config (or the setting's own default) alone."""
+    p.add_argument("--mode", choices=["resize", "tile"],
+                   help="resize: whole slice at the run's resolution, as in evaluation (default); "
+                        "tile: overlapping tiles at the run's training pixel size")
+    p.add_argument("--tile", type=int, help="tile mode: tile edge in network pixels (default: the run's resolution)")
+    p.add_argument("--halo", type=int, help="tile mode: fading tile border in network pixels (default: tile/8)")
+    p.add_argument("--scale", type=float,
+                   help="tile mode: network pixels per input pixel (default: as the run was trained)")
+    p.add_argument("--batch-size", type=int,
+                   help="slices (resize) or tiles (tile) per model call (default 4; 1 reproduces "
+                        "`emfm evaluate` bit for bit, larger batches may flip the odd near-tied pixel)")
+    p.add_argument("--probability-dtype", choices=["float16", "uint8"],
+                   help="float16 P in [0, 1] (default) or uint8 round(255 P)")
+    p.add_argument("--bf16", action="store_true", default=None,
+                   help="bfloat16 autocast (faster; may flip near-tied pixels)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available)")
+
+
+def predict_settings(args: argparse.Namespace):
+    """The run's :class:`~emfm.predict.settings.PredictSettings`: --config, then the flags given, then --set."""
+    from emfm.config import apply_overrides, load_yaml
+    from emfm.predict.settings import PredictSettings
+
+    data = load_yaml(args.config) if args.config else {}
+    data.update({key: getattr(args, key) for key in SETTING_KEYS if getattr(args, key) is not None})
+    return PredictSettings.from_dict(apply_overrides(data, args.overrides))
+
+
+def _scheduler(address: str | None) -> object:
+    """``threads`` on this machine, or a client of the distributed scheduler at ``address``."""
+    from emfm.errors import ConfigError
+
+    if not address:
+        return "threads"
+    try:
+        from distributed import Client
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "--scheduler needs dask's distributed package; install it with `pip install emfm[cluster]`"
+        ) from None
+    try:
+        return Client(address)
+    except OSError as exc:
+        raise ConfigError(f"--scheduler {address}: cannot reach the dask scheduler ({exc})") from None
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from emfm.errors import ConfigError
 
-    settings = dict(
-        mode=args.mode, tile=args.tile, halo=args.halo, scale=args.scale, batch_size=args.batch_size,
-        probabilities=args.probabilities, probability_dtype=args.probability_dtype, bf16=args.bf16,
-        overwrite=args.overwrite, device=args.device,
-    )
-    use_dask = args.dask or args.workers or args.scheduler
-    if use_dask:
+    settings = predict_settings(args)
+    common = dict(probabilities=args.probabilities, overwrite=args.overwrite, progress=not args.no_progress)
+    if args.dask or args.workers or args.scheduler:
         if args.max_slices is not None:
             raise ConfigError("--max-slices works without dask only; drop --dask/--workers/--scheduler or it")
         from emfm.predict import predict_volume_dask
 
-        scheduler: object = "threads"
-        if args.scheduler:
-            try:
-                from distributed import Client
-            except ModuleNotFoundError:
-                raise ConfigError(
-                    "--scheduler needs dask's distributed package; install it with `pip install emfm[cluster]`"
-                ) from None
-            scheduler = Client(args.scheduler)
         result = predict_volume_dask(
-            args.run, args.input, args.output, block_slices=args.block_slices, scheduler=scheduler,
-            num_workers=args.workers, progress=not args.no_progress, **settings,
+            args.run, args.input, args.output, settings, block_slices=args.block_slices,
+            scheduler=_scheduler(args.scheduler), num_workers=args.workers, **common,
         )
     else:
         from emfm.predict import predict_volume
 
-        result = predict_volume(
-            args.run, args.input, args.output, max_slices=args.max_slices, progress=not args.no_progress, **settings,
-        )
+        result = predict_volume(args.run, args.input, args.output, settings, max_slices=args.max_slices, **common)
+    _report(result)
+    return 0
+
+
+def _report(result: dict) -> None:
     z, y, x = result["shape"]
     where = result["output"]
     if not result["complete"]:
@@ -90,4 +131,3 @@ def run_predict(args: argparse.Namespace) -> int:
         f"computed {result['computed']} slices, {result['skipped']} already done, in {result['seconds']:.1f} s"
         + (f" ({rate:.2f} slices/s on {result['device']})" if rate else "")
     )
-    return 0

@@ -1,4 +1,8 @@
-"""Logits for whole slices, at the network's size or brought back to the slice's own size."""
+"""Logits for whole slices, at the network's size or brought back to the slice's own size.
+
+Slices are prepared by the run's :class:`~emfm.transforms.Preprocessing` (``ModelInfo.preprocessing``),
+the one definition that training, evaluation and ``emfm predict`` share.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,29 @@ import numpy as np
 import torch
 
 from emfm.models.segmenter import Segmenter
-from emfm.transforms import image_to_tensor, logits_to_size, resized_shape
+from emfm.transforms import Preprocessing, logits_to_size
 
 
 @torch.inference_mode()
 def slice_logits(
     segmenter: Segmenter,
     image: np.ndarray,
+    preprocessing: Preprocessing,
     *,
-    resolution: int,
-    patch_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    intensity: str = "dtype",
-    grid: torch.Tensor | None = None,
+    grids: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Logits (1, K, H', W') at the network's input size for one slice.
+    """Logits (1, K, H', W') at the network's input size (``preprocessing.network_size``) for one slice.
 
-    ``grid`` (C, h, w) skips the backbone when the features are cached (frozen runs).
+    ``grids`` (one (C, h, w) per block the head reads) skip the backbone when the features are
+    cached (frozen runs); a tiled run's live encoding goes through the same overlapping tiles.
     """
-    size = resized_shape(image.shape, resolution, patch_size)
+    size = preprocessing.network_size(image.shape)
     device = next(segmenter.head.parameters()).device
-    if grid is not None:
-        return segmenter.logits_from_grid(grid[None].float().to(device), size).float().cpu()
-    pixels = image_to_tensor(image, size, mean, std, intensity=intensity)[None].to(device)
+    if grids is not None:
+        pixels = preprocessing.pixels(image, size)[None].to(device) if segmenter.needs_pixels else None
+        batch = [g[None].float().to(device) for g in grids]
+        return segmenter.head_logits(batch, pixels, size).float().cpu()
+    pixels = preprocessing.pixels(image, size)[None].to(device)
     return segmenter(pixels).float().cpu()
 
 

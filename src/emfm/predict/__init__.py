@@ -2,11 +2,13 @@
 
 Public API::
 
-    predict_volume(run_dir, input, output, *, mode="resize", tile=None, halo=None, scale=None,
-                   batch_size=4, probabilities=None, probability_dtype="float16", bf16=False,
-                   overwrite=False, device=None, max_slices=None, progress=True) -> dict
-    predict_volume_dask(run_dir, input, output, *, block_slices=8, scheduler="threads", ...) -> dict
-    predict_dask_array(run_dir, input, *, block_slices=8, ...) -> dask.array.Array
+    PredictSettings(mode="resize", tile=None, halo=None, scale=None, batch_size=4,
+                    probability_dtype="float16", bf16=False, device=None)
+    predict_volume(run_dir, input, output, settings=PredictSettings(), *, probabilities=None,
+                   overwrite=False, max_slices=None, progress=True) -> dict
+    predict_volume_dask(run_dir, input, output, settings=PredictSettings(), *, probabilities=None,
+                        overwrite=False, block_slices=8, scheduler="threads", ...) -> dict
+    predict_dask_array(run_dir, input, settings=PredictSettings(), *, block_slices=8) -> dask.array.Array
 
 Inputs: a 3-D TIFF, a folder of 2-D slices, ``store.zarr[:array]`` (OME-Zarr too), ``file.h5:dataset``.
 Outputs by extension: ``.zarr``, ``.ome.zarr`` (NGFF 0.5, one level) or ``.tif``; uint8 0/1 masks of
@@ -19,10 +21,12 @@ from __future__ import annotations
 from emfm.predict.distributed import predict_dask_array, predict_volume_dask
 from emfm.predict.errors import DiskSpaceError, OutputExistsError
 from emfm.predict.runner import SlicePredictor, plan_prediction, predict_volume
+from emfm.predict.settings import PredictSettings
 
 __all__ = [
     "DiskSpaceError",
     "OutputExistsError",
+    "PredictSettings",
     "SlicePredictor",
     "plan_prediction",
     "predict_dask_array",

@@ -23,14 +23,17 @@ from typing import Any
 
 import numpy as np
 
+from emfm._settings import check_number
+from emfm.errors import ConfigError
 from emfm.predict.runner import (
     PredictJob,
     SlicePredictor,
     encode_probability,
+    finish_job,
     load_predictor,
     plan_prediction,
-    summary,
 )
+from emfm.predict.settings import DEFAULT_SETTINGS, PredictSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,14 @@ log = logging.getLogger(__name__)
 _PREDICTORS: dict[tuple, SlicePredictor] = {}
 _LOCK = threading.Lock()
 
+#: Scheduler names under which tasks run in this process, so they can share the driver's model.
+IN_PROCESS_SCHEDULERS = ("synchronous", "sync", "single-threaded", "threads", "threading")
+
 
 def _key(job: PredictJob, in_memory: object | None = None) -> tuple:
-    settings = tuple(sorted(job.predictor_settings().items()))
+    """The model cache's key: the run's checkpoint and digest, the settings that change the model's
+    output, and the backbone object passed in memory, if any."""
+    settings = job.settings.model_key()
     return (str(job.checkpoint.resolve()), job.checkpoint_sha256, settings, id(in_memory) if in_memory else None)
 
 
@@ -50,15 +58,16 @@ def _predictor(key: tuple, job_fields: dict[str, Any]) -> SlicePredictor:
         found = _PREDICTORS.get(key)
         if found is None:
             if key[3] is not None:
-                raise RuntimeError(
+                raise ConfigError(
                     "a backbone passed in memory is only known to the process that created it; use an "
                     "in-process scheduler ('synchronous' or 'threads'), or let workers load the run's own backbone"
                 )
             from emfm.models.checkpoint import load_checkpoint
 
+            settings = PredictSettings.from_dict(job_fields["settings"])
             segmenter, info = load_checkpoint(job_fields["checkpoint"])
-            segmenter.to(job_fields["settings"]["device"]).eval()
-            found = SlicePredictor(segmenter, info, **job_fields["settings"])
+            segmenter.to(settings.device).eval()
+            found = SlicePredictor(segmenter, info, settings)
             _PREDICTORS[key] = found
         return found
 
@@ -133,12 +142,12 @@ def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool, re
     from dask.base import tokenize
 
     z, y, x = job.shape
-    pdtype = job.probability_dtype if probability else None
+    pdtype = job.settings.probability_dtype if probability else None
     fields: dict[str, Any] = {
         "checkpoint": str(job.checkpoint),
         "input": job.input,
         "shape": job.shape,
-        "settings": job.predictor_settings(),
+        "settings": job.settings.to_dict(),
         "probability_dtype": pdtype,
     }
     if reuse and job.outputs is not None:
@@ -161,31 +170,29 @@ def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool, re
 def predict_dask_array(
     run_dir: str | Path,
     input: str | Path,
+    settings: PredictSettings = DEFAULT_SETTINGS,
     *,
     block_slices: int = 8,
     backbone=None,
-    **settings: Any,
 ):
     """The predicted mask volume as a lazy dask array (uint8, the input's shape), one block per Z-run.
 
     Nothing is computed until asked; write it with ``arr.to_zarr(url)`` or ``dask.array.store``.
-    ``settings`` are those of :func:`~emfm.predict.runner.predict_volume` that concern the model
-    (mode, tile, halo, scale, batch_size, bf16, device). A ``backbone`` object stays in this
-    process, so it needs an in-process scheduler.
+    ``settings`` are those of :func:`~emfm.predict.runner.predict_volume` (``probability_dtype`` does
+    not apply: the array holds masks only). A ``backbone`` object stays in this process, so it needs
+    an in-process scheduler.
     """
-    job = plan_prediction(run_dir, input, None, **settings)
+    block_slices = _positive(block_slices)
+    job = plan_prediction(run_dir, input, None, settings)
     key = _key(job, backbone)
     if backbone is not None:
         with _LOCK:
             _PREDICTORS[key] = load_predictor(job, backbone)
-    return _graph(job, _positive(block_slices), key, probability=False)
+    return _graph(job, block_slices, key, probability=False)
 
 
 def _positive(block_slices: int) -> int:
-    if int(block_slices) < 1:
-        from emfm.errors import ConfigError
-
-        raise ConfigError(f"--block-slices must be a positive integer, got {block_slices}")
+    check_number("block_slices", block_slices, minimum=1, integer=True)
     return int(block_slices)
 
 
@@ -208,90 +215,101 @@ def predict_volume_dask(
     run_dir: str | Path,
     input: str | Path,
     output: str | Path,
+    settings: PredictSettings = DEFAULT_SETTINGS,
     *,
+    probabilities: str | Path | None = None,
+    overwrite: bool = False,
     block_slices: int = 8,
     scheduler: Any = "threads",
     num_workers: int | None = None,
     progress: bool = True,
     backbone=None,
-    **settings: Any,
 ) -> dict[str, Any]:
     """:func:`~emfm.predict.runner.predict_volume` through dask: same outputs, same resume record.
 
     Args:
-        run_dir, input, output: as for ``predict_volume``.
+        run_dir, input, output, settings, probabilities, overwrite: as for ``predict_volume``.
         block_slices: slices per dask block (one task reads, predicts and stores them).
         scheduler: any dask scheduler: ``"synchronous"``, ``"threads"``, ``"processes"`` or a
             ``distributed.Client``.
         num_workers: threads or processes for the local schedulers (default: dask's).
         progress: a tqdm progress bar over tasks (local schedulers).
         backbone: a backbone object for in-process schedulers (tests); workers otherwise load the run's.
-        settings: mode, tile, halo, scale, batch_size, probabilities, probability_dtype, bf16,
-            overwrite, device, as for ``predict_volume``.
 
     Returns:
         The same summary as ``predict_volume``. A block with any slice missing is stored whole, its
         finished slices read back from the output rather than predicted again.
     """
-    import dask
-    import dask.array as da
-
     started = time.perf_counter()
     block_slices = _positive(block_slices)
-    job = plan_prediction(run_dir, input, output, **settings)
-    outputs = job.outputs
+    if num_workers is not None:
+        check_number("num_workers", num_workers, minimum=1, integer=True)
+    job = plan_prediction(run_dir, input, output, settings, probabilities=probabilities, overwrite=overwrite)
     key = _key(job, backbone)
     runs = _runs(job.done, block_slices)
-    in_process = scheduler in ("synchronous", "sync", "single-threaded", "threads", "threading")
+    in_process = isinstance(scheduler, str) and scheduler in IN_PROCESS_SCHEDULERS
     if runs and (backbone is not None or in_process):
         with _LOCK:  # in-process schedulers share the driver's model
             if key not in _PREDICTORS:
                 _PREDICTORS[key] = load_predictor(job, backbone)
-    outputs.open(overwrite=bool(settings.get("overwrite", False)))
-    want_p = outputs.probability is not None
+    job.outputs.open(overwrite=overwrite)
     loop_started = time.perf_counter()
     computed: list[int] = []
     try:
         if runs:
-            full = _graph(job, block_slices, key, probability=want_p, reuse=bool(job.done.any()))
-            marks = []
-            for s, e in runs:
-                region = (slice(s, e), slice(None), slice(None))
-                part = full[s:e]
-                if want_p:
-                    sources = [part["mask"], part["probability"]]
-                    targets = [outputs.mask.array(), outputs.probability.array()]
-                else:
-                    sources, targets = [part], [outputs.mask.array()]
-                stored = da.store(
-                    sources, targets, regions=[region] * len(sources), lock=False, compute=False, return_stored=True
-                )
-                stored = stored if isinstance(stored, tuple) else (stored,)
-                marks.append(da.map_blocks(
-                    _mark_block, *stored, done_path=str(outputs.done_flags.path), offset=s, drop_axis=(1, 2),
-                    dtype=np.int64, meta=np.empty((0,), np.int64),
-                ))
-            kwargs: dict[str, Any] = {"scheduler": scheduler}
-            if num_workers:
-                kwargs["num_workers"] = num_workers
-            bar = nullcontext()
-            if progress and in_process:
-                from tqdm.dask import TqdmCallback
-
-                bar = TqdmCallback(desc="predicting (dask tasks)")
-            with bar:
-                results = dask.compute(*marks, **kwargs)
-            stored_now = {int(v) for r in results for v in np.asarray(r)}
-            computed = [z for z in sorted(stored_now) if not job.done[z]]
+            marks = _store_runs(job, runs, block_slices, key)
+            stored = _compute(marks, scheduler, num_workers, progress=progress and in_process)
+            computed = [z for z in sorted(stored) if not job.done[z]]
     finally:
         if backbone is not None:
             with _LOCK:
                 _PREDICTORS.pop(key, None)
-    loop_seconds = time.perf_counter() - loop_started
-    complete = bool(outputs.done().all())
-    if complete:
-        outputs.finish(progress=progress)
-    return summary(job, computed, time.perf_counter() - started, loop_seconds, complete)
+    return finish_job(job, computed, started, time.perf_counter() - loop_started, progress)
+
+
+def _store_runs(job: PredictJob, runs: list[tuple[int, int]], block_slices: int, key: tuple) -> list:
+    """Per run of unfinished blocks: a lazy array that stores its blocks into the job's outputs and
+    then flags them done, yielding the indices of the slices it stored."""
+    import dask.array as da
+
+    outputs = job.outputs
+    want_p = outputs.probability is not None
+    full = _graph(job, block_slices, key, probability=want_p, reuse=bool(job.done.any()))
+    marks = []
+    for s, e in runs:
+        region = (slice(s, e), slice(None), slice(None))
+        part = full[s:e]
+        if want_p:
+            sources = [part["mask"], part["probability"]]
+            targets = [outputs.mask.array(), outputs.probability.array()]
+        else:
+            sources, targets = [part], [outputs.mask.array()]
+        stored = da.store(
+            sources, targets, regions=[region] * len(sources), lock=False, compute=False, return_stored=True
+        )
+        stored = stored if isinstance(stored, tuple) else (stored,)
+        marks.append(da.map_blocks(
+            _mark_block, *stored, done_path=str(outputs.done_flags.path), offset=s, drop_axis=(1, 2),
+            dtype=np.int64, meta=np.empty((0,), np.int64),
+        ))
+    return marks
+
+
+def _compute(marks: list, scheduler: Any, num_workers: int | None, *, progress: bool) -> set[int]:
+    """Run the graph on ``scheduler``; the indices of every slice stored."""
+    import dask
+
+    kwargs: dict[str, Any] = {"scheduler": scheduler}
+    if num_workers:
+        kwargs["num_workers"] = num_workers
+    bar = nullcontext()
+    if progress:
+        from tqdm.dask import TqdmCallback
+
+        bar = TqdmCallback(desc="predicting (dask tasks)")
+    with bar:
+        results = dask.compute(*marks, **kwargs)
+    return {int(v) for r in results for v in np.asarray(r)}
 
 
 def clear_model_cache() -> None:

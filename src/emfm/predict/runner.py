@@ -1,8 +1,9 @@
 """Segment a whole volume with a trained run, slice by slice, in bounded memory, resumably.
 
 The model is 2-D, so a volume is a sequence of slices. Each slice goes through the run's own
-preprocessing (:class:`~emfm.models.checkpoint.ModelInfo`: resolution, patch size, mean/std,
-intensity rule) in one of two ways:
+preprocessing (``ModelInfo.preprocessing``, a :class:`~emfm.transforms.Preprocessing`: resolution,
+patch size, mean/std, intensity rule) in one of two ways, chosen by
+:class:`~emfm.predict.settings.PredictSettings`:
 
 - ``resize`` (default): the whole slice is resized to the run's resolution, exactly as in training
   and evaluation, and the logits are resized back to the slice's size; the masks are those
@@ -27,22 +28,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from emfm import __version__
+from emfm._settings import check_number
 from emfm.data.readers import split_container
 from emfm.errors import ConfigError, RunDirError
+from emfm.predict.settings import DEFAULT_SETTINGS, PredictSettings, ProbabilityDtype
 from emfm.predict.tiling import check_tiling, default_halo, tiled_logits
 from emfm.predict.volume_io import PredictionOutputs, check_disk_space, input_pixel_scale, output_kind
 
 log = logging.getLogger(__name__)
-
-Mode = Literal["resize", "tile"]
-ProbabilityDtype = Literal["float16", "uint8"]
-MODES = ("resize", "tile")
-PROBABILITY_DTYPES = ("float16", "uint8")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -53,44 +51,29 @@ PROBABILITY_DTYPES = ("float16", "uint8")
 class SlicePredictor:
     """A run's segmenter with its preprocessing: 2-D slices in, masks and probabilities out.
 
+    Every slice goes through the run's own :class:`~emfm.transforms.Preprocessing`
+    (``info.preprocessing``), the same definition evaluation uses, so the masks cannot drift from
+    those ``emfm evaluate`` reports.
+
     Args:
         segmenter: the loaded model (in eval mode).
         info: the run's :class:`~emfm.models.checkpoint.ModelInfo`.
-        mode: ``resize`` or ``tile`` (see the module docstring).
-        tile, halo: tile edge and fading border in network pixels (tile mode).
-        scale: network pixels per input pixel (tile mode).
-        batch_size: slices (resize) or tiles (tile) per backbone call.
-        bf16: run the model under bfloat16 autocast.
-        device: where the model runs.
+        settings: how to predict. In tile mode ``scale`` must be given (planning fills it in from the
+            run's training data); a missing ``tile`` or ``halo`` takes the run's default, and a missing
+            ``device`` is CUDA when available.
     """
 
-    def __init__(
-        self,
-        segmenter,
-        info,
-        *,
-        mode: Mode = "resize",
-        tile: int | None = None,
-        halo: int | None = None,
-        scale: float | None = None,
-        batch_size: int = 4,
-        bf16: bool = False,
-        device: str = "cpu",
-    ) -> None:
+    def __init__(self, segmenter, info, settings: PredictSettings = DEFAULT_SETTINGS) -> None:
         self.segmenter = segmenter
         self.info = info
-        self.mode = mode
-        self.tile = tile
-        self.halo = halo
-        self.scale = scale
-        self.batch_size = batch_size
-        self.bf16 = bf16
-        self.device = device
+        self.preprocessing = info.preprocessing
+        self.settings = resolve_tiling(settings, info)
+        self.device = self.settings.device or default_device()
 
     def _autocast(self):
         import torch
 
-        if not self.bf16:
+        if not self.settings.bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
 
@@ -103,35 +86,40 @@ class SlicePredictor:
 
     def native_logits(self, images: Sequence[np.ndarray]) -> list:
         """Logits (1, K, H, W) at each slice's own size."""
+        if self.settings.mode == "resize":
+            return self._resized_logits(images)
+        return [self._tiled_logits(img) for img in images]
+
+    def _resized_logits(self, images: Sequence[np.ndarray]) -> list:
+        """Resize mode: slices of one size go through the model together, ``batch_size`` at a time."""
         import torch
 
-        from emfm.transforms import image_to_tensor, logits_to_size, resized_shape
+        from emfm.transforms import logits_to_size
 
-        info = self.info
+        pre, step = self.preprocessing, self.settings.batch_size
         out: list[Any] = [None] * len(images)
-        if self.mode == "resize":
-            # Batch slices of one size; each is preprocessed exactly as slice_logits does it.
-            by_shape: dict[tuple[int, int], list[int]] = {}
-            for i, img in enumerate(images):
-                by_shape.setdefault(tuple(img.shape), []).append(i)
-            for shape, idx in by_shape.items():
-                size = resized_shape(shape, info.resolution, info.patch_size)
-                for s in range(0, len(idx), self.batch_size):
-                    part = idx[s : s + self.batch_size]
-                    pixels = torch.stack(
-                        [image_to_tensor(images[i], size, info.mean, info.std, intensity=info.intensity) for i in part]
-                    )
-                    logits = self._forward(pixels)
-                    for b, i in enumerate(part):
-                        out[i] = logits_to_size(logits[b : b + 1], shape)
-            return out
+        by_shape: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
-            h, w = img.shape
-            net = (max(1, round(h * self.scale)), max(1, round(w * self.scale)))
-            pixels = image_to_tensor(img, net, info.mean, info.std, intensity=info.intensity)
-            logits = tiled_logits(self._forward, pixels, tile=self.tile, halo=self.halo, batch_size=self.batch_size)
-            out[i] = logits_to_size(logits[None], (h, w))
+            by_shape.setdefault(tuple(img.shape), []).append(i)
+        for shape, idx in by_shape.items():
+            size = pre.network_size(shape)
+            for s in range(0, len(idx), step):
+                part = idx[s : s + step]
+                logits = self._forward(torch.stack([pre.pixels(images[i], size) for i in part]))
+                for b, i in enumerate(part):
+                    out[i] = logits_to_size(logits[b : b + 1], shape)
         return out
+
+    def _tiled_logits(self, image: np.ndarray):
+        """Tile mode: the slice at ``scale`` network pixels per input pixel, through blended tiles."""
+        from emfm.transforms import logits_to_size
+
+        s = self.settings
+        h, w = image.shape
+        size = (max(1, round(h * s.scale)), max(1, round(w * s.scale)))
+        pixels = self.preprocessing.pixels(image, size)
+        logits = tiled_logits(self._forward, pixels, tile=s.tile, halo=s.halo, batch_size=s.batch_size)
+        return logits_to_size(logits[None], (h, w))
 
     def predict(
         self, images: Sequence[np.ndarray], *, probability: bool = False
@@ -202,10 +190,11 @@ def training_scale(run_dir: str | Path, info) -> float:
     """
     from emfm import rundir
     from emfm.config import TrainConfig, load_yaml
-    from emfm.data import get_dataset, read_image
+    from emfm.data import read_image, resolve_dataset
     from emfm.errors import EmfmError
-    from emfm.paths import dataset_root
 
+    if info.scale is not None:  # a tiled run records the pixel scale it was trained at
+        return float(info.scale)
     run = Path(run_dir)
     hint = (
         "pass --scale S, the network pixels per input pixel (the run's resolution "
@@ -215,8 +204,7 @@ def training_scale(run_dir: str | Path, info) -> float:
         config = TrainConfig.from_dict(load_yaml(run / rundir.CONFIG_NAME))
         scales = {}
         for name in config.train:
-            ds = get_dataset(name)
-            root = ds.resolve_root(dataset_root(name, config.data_root))
+            ds, root = resolve_dataset(name, config.data_root)
             stack, ids = ds.split_ids(root, "train")
             first = next(s for s in ds.list_slices(root, stack) if s.id == ids[0])
             shape = read_image(first.image).shape
@@ -232,7 +220,12 @@ def training_scale(run_dir: str | Path, info) -> float:
 
 @dataclass
 class PredictJob:
-    """A checked prediction job: what to read, how to predict, where to write, what is left."""
+    """A checked prediction job: what to read, how to predict, where to write, what is left.
+
+    ``settings`` are resolved against the run: the device is chosen, and in tile mode ``tile``,
+    ``halo`` and ``scale`` hold the values used (defaults filled in); in resize mode those three are
+    ``None``, since they do not apply.
+    """
 
     run_dir: Path
     checkpoint: Path
@@ -241,28 +234,15 @@ class PredictJob:
     input: str
     shape: tuple[int, int, int]
     dtype: str
-    mode: Mode
-    tile: int | None
-    halo: int | None
-    scale: float | None
-    batch_size: int
-    bf16: bool
-    device: str
-    probability_dtype: ProbabilityDtype
+    settings: PredictSettings
     outputs: PredictionOutputs | None
     done: np.ndarray
-    overwrite: bool
+    overwrite: bool = False
     job_record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def todo(self) -> np.ndarray:
         return np.flatnonzero(~self.done)
-
-    def predictor_settings(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode, "tile": self.tile, "halo": self.halo, "scale": self.scale,
-            "batch_size": self.batch_size, "bf16": self.bf16, "device": self.device,
-        }
 
 
 def default_device() -> str:
@@ -271,103 +251,136 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_tiling(settings: PredictSettings, info, run_dir: str | Path | None = None) -> PredictSettings:
+    """The settings checked against the run, with the run's defaults filled in for tile mode.
+
+    Resize mode drops ``tile``, ``halo`` and ``scale`` (they do not apply, and the job record should
+    not differ by them). Tile mode defaults the tile to the run's resolution floored to a patch
+    multiple, the halo to an eighth of the tile, and the scale to the one the run was trained at,
+    which only its training data in ``run_dir`` can tell.
+
+    Raises:
+        ConfigError: a tile that is not a patch multiple, a halo that leaves no stride, or a scale that
+            is neither given nor to be worked out.
+    """
+    if settings.mode == "resize":
+        return settings.replace(tile=None, halo=None, scale=None)
+    tile = settings.tile if settings.tile is not None else (info.resolution // info.patch_size) * info.patch_size
+    halo = default_halo(tile) if settings.halo is None else settings.halo
+    check_tiling(tile, halo, info.patch_size)
+    scale = settings.scale
+    if scale is None:
+        if run_dir is None:
+            raise ConfigError("tile mode needs scale, the network pixels per input pixel; set scale=S")
+        scale = training_scale(run_dir, info)
+    return settings.replace(tile=tile, halo=halo, scale=scale)
+
+
+def resolve_device(settings: PredictSettings) -> PredictSettings:
+    """The settings with their device chosen (CUDA when available unless given) and checked here, so a
+    device this machine does not have is one line before any compute, not a traceback after loading."""
+    import torch
+
+    device = settings.device or default_device()
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r}: this machine has no usable CUDA GPU; use device 'cpu'")
+        count = torch.cuda.device_count()
+        if kind.index is not None and kind.index >= count:
+            raise ConfigError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+        if settings.bf16 and not torch.cuda.is_bf16_supported():
+            name = torch.cuda.get_device_name(kind)
+            raise ConfigError(f"bf16: the GPU ({name}) has no bfloat16 support; drop --bf16")
+    return settings.replace(device=device)
+
+
+def _check_output_kinds(output: str | Path | None, probabilities: str | Path | None) -> None:
+    for path in (output, probabilities):
+        if path is not None:
+            output_kind(path)  # an unknown extension raises before anything is read
+
+
+def _read_input(spec: str, outputs: Sequence[str | Path | None]) -> tuple[tuple[int, int, int], str]:
+    """The input volume's shape and dtype; refuse an empty volume and outputs that are the input."""
+    from emfm.data import open_volume
+    from emfm.errors import DataError
+
+    with open_volume(spec) as volume:
+        shape = tuple(int(s) for s in volume.shape)
+        dtype = volume.dtype.name
+    if min(shape) < 1:
+        raise DataError(f"{spec}: volume of shape {shape} is empty; expected at least one slice")
+    in_file = split_container(spec)[0].resolve()
+    for out in outputs:
+        if out is not None and Path(out).resolve() == in_file:
+            raise ConfigError(f"output {out} is the input itself; write the prediction to another path")
+    return shape, dtype  # type: ignore[return-value]
+
+
+def _job_record(
+    run_dir: str | Path, sha: str, spec: str, shape: tuple[int, int, int], dtype: str,
+    settings: PredictSettings, probabilities: str | Path | None,
+) -> dict[str, Any]:
+    """What a partial output records of its job, so that only the same job resumes it."""
+    return {
+        "run": str(Path(run_dir).resolve()),
+        "checkpoint_sha256": sha,
+        "input": _resolved_spec(spec),
+        "input_shape": list(shape),
+        "input_dtype": dtype,
+        "mode": settings.mode,
+        "tile": settings.tile,
+        "halo": settings.halo,
+        "scale": settings.scale,
+        "bf16": settings.bf16,
+        "probabilities": str(Path(probabilities).resolve()) if probabilities else None,
+        "probability_dtype": settings.probability_dtype if probabilities else None,
+        "emfm_version": __version__,
+    }
+
+
 def plan_prediction(
     run_dir: str | Path,
     input: str | Path,
     output: str | Path | None,
+    settings: PredictSettings = DEFAULT_SETTINGS,
     *,
-    mode: Mode = "resize",
-    tile: int | None = None,
-    halo: int | None = None,
-    scale: float | None = None,
-    batch_size: int = 4,
     probabilities: str | Path | None = None,
-    probability_dtype: ProbabilityDtype = "float16",
-    bf16: bool = False,
     overwrite: bool = False,
-    device: str | None = None,
 ) -> PredictJob:
     """Check a job before any compute and find what is left to do; see :func:`predict_volume`.
 
     With ``output=None`` only the run, the input and the settings are checked (a lazy prediction
     that the caller writes itself); the job then has no outputs and every slice is to do.
     """
-    from emfm.data import open_volume
     from emfm.models.checkpoint import read_info
-    from emfm.transforms import resized_shape
 
-    if mode not in MODES:
-        raise ConfigError(f"unknown --mode {mode!r}; use 'resize' (as in training) or 'tile'")
-    if probability_dtype not in PROBABILITY_DTYPES:
-        raise ConfigError(f"unknown probability dtype {probability_dtype!r}; use 'float16' or 'uint8'")
-    if int(batch_size) < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
-    if output is not None:
-        output_kind(output)
-    if probabilities is not None:
-        output_kind(probabilities)
+    _check_output_kinds(output, probabilities)
     ckpt = checkpoint_path(run_dir)
     info = read_info(ckpt)
     spec = str(input)
-    with open_volume(spec) as volume:
-        shape = tuple(int(s) for s in volume.shape)
-        dtype = volume.dtype.name
-    if min(shape) < 1:
-        from emfm.errors import DataError
-
-        raise DataError(f"{spec}: volume of shape {shape} is empty; expected at least one slice")
-    in_file = split_container(spec)[0].resolve()
-    for out in [output, probabilities]:
-        if out is not None and Path(out).resolve() == in_file:
-            raise ConfigError(f"output {out} is the input itself; write the prediction to another path")
-
-    if mode == "resize":
-        resized_shape(shape[1:], info.resolution, info.patch_size)  # a slice too small raises here
-        tile = halo = scale = None
-    else:
-        tile = int(tile) if tile else (info.resolution // info.patch_size) * info.patch_size
-        halo = default_halo(tile) if halo is None else int(halo)
-        check_tiling(tile, halo, info.patch_size)
-        scale = float(scale) if scale is not None else training_scale(run_dir, info)
-        if scale <= 0:
-            raise ConfigError(f"--scale must be positive, got {scale}")
-    device = device or default_device()
-    if bf16 and device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_bf16_supported():
-            raise ConfigError(f"--bf16: the GPU ({torch.cuda.get_device_name()}) has no bfloat16 support; drop --bf16")
-
+    shape, dtype = _read_input(spec, [output, probabilities])
+    if settings.mode == "resize":
+        info.preprocessing.network_size(shape[1:])  # a slice too small for the run's resolution raises here
+    settings = resolve_device(resolve_tiling(settings, info, run_dir))
     sha = _sha256(ckpt)
-    job_record = {
-        "run": str(Path(run_dir).resolve()),
-        "checkpoint_sha256": sha,
-        "input": _resolved_spec(spec),
-        "input_shape": list(shape),
-        "input_dtype": dtype,
-        "mode": mode,
-        "tile": tile,
-        "halo": halo,
-        "scale": scale,
-        "bf16": bool(bf16),
-        "probabilities": str(Path(probabilities).resolve()) if probabilities else None,
-        "probability_dtype": probability_dtype if probabilities else None,
-        "emfm_version": __version__,
-    }
+    record = _job_record(run_dir, sha, spec, shape, dtype, settings, probabilities)
     outputs = None
     done = np.zeros(shape[0], dtype=bool)
     if output is not None:
         outputs = PredictionOutputs(
-            output, shape, job_record, probability=probabilities, probability_dtype=probability_dtype,
+            output, shape, record, probability=probabilities, probability_dtype=settings.probability_dtype,
             ome_scale=input_pixel_scale(spec),
         )
         done = outputs.inspect(overwrite=overwrite)
         check_disk_space(outputs.targets, shape, int((~done).sum()))
     return PredictJob(
         run_dir=Path(run_dir), checkpoint=ckpt, checkpoint_sha256=sha, info=info, input=spec, shape=shape,
-        dtype=dtype, mode=mode, tile=tile, halo=halo, scale=scale, batch_size=int(batch_size), bf16=bool(bf16),
-        device=device, probability_dtype=probability_dtype, outputs=outputs, done=done, overwrite=overwrite,
-        job_record=job_record,
+        dtype=dtype, settings=settings, outputs=outputs, done=done, overwrite=overwrite, job_record=record,
     )
 
 
@@ -376,25 +389,25 @@ def load_predictor(job: PredictJob, backbone=None) -> SlicePredictor:
     from emfm.models.checkpoint import load_checkpoint
 
     segmenter, info = load_checkpoint(job.checkpoint, backbone=backbone)
-    segmenter.to(job.device).eval()
-    return SlicePredictor(segmenter, info, **job.predictor_settings())
+    segmenter.to(job.settings.device).eval()
+    return SlicePredictor(segmenter, info, job.settings)
 
 
 def summary(job: PredictJob, computed: Sequence[int], seconds: float, loop_seconds: float, complete: bool) -> dict:
-    n = len(computed)
+    n, s, outputs = len(computed), job.settings, job.outputs
     return {
-        "output": str(job.outputs.mask.path),
-        "probabilities": str(job.outputs.probability.path) if job.outputs.probability else None,
-        "probability_dtype": job.probability_dtype if job.outputs.probability else None,
+        "output": str(outputs.mask.path),
+        "probabilities": str(outputs.probability.path) if outputs.probability else None,
+        "probability_dtype": s.probability_dtype if outputs.probability else None,
         "input": job.input,
         "shape": list(job.shape),
-        "mode": job.mode,
-        "tile": job.tile,
-        "halo": job.halo,
-        "scale": job.scale,
-        "bf16": job.bf16,
-        "device": job.device,
-        "resumed": job.outputs.resumed,
+        "mode": s.mode,
+        "tile": s.tile,
+        "halo": s.halo,
+        "scale": s.scale,
+        "bf16": s.bf16,
+        "device": s.device,
+        "resumed": outputs.resumed,
         "slices": job.shape[0],
         "computed": n,
         "skipped": int(job.done.sum()),
@@ -403,6 +416,16 @@ def summary(job: PredictJob, computed: Sequence[int], seconds: float, loop_secon
         "seconds": round(seconds, 3),
         "slices_per_second": round(n / loop_seconds, 4) if loop_seconds > 0 and n else None,
     }
+
+
+def finish_job(job: PredictJob, computed: Sequence[int], started: float, loop_seconds: float, progress: bool) -> dict:
+    """Turn a complete output into its final form (a partial one stays resumable); the summary."""
+    complete = bool(job.outputs.done().all())
+    if complete:
+        job.outputs.finish(progress=progress)
+    out = summary(job, computed, time.perf_counter() - started, loop_seconds, complete)
+    log.info("predicted %d slices in %.1f s -> %s", len(computed), out["seconds"], out["output"])
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -414,17 +437,10 @@ def predict_volume(
     run_dir: str | Path,
     input: str | Path,
     output: str | Path,
+    settings: PredictSettings = DEFAULT_SETTINGS,
     *,
-    mode: Mode = "resize",
-    tile: int | None = None,
-    halo: int | None = None,
-    scale: float | None = None,
-    batch_size: int = 4,
     probabilities: str | Path | None = None,
-    probability_dtype: ProbabilityDtype = "float16",
-    bf16: bool = False,
     overwrite: bool = False,
-    device: str | None = None,
     max_slices: int | None = None,
     progress: bool = True,
     backbone=None,
@@ -436,22 +452,11 @@ def predict_volume(
         input: a 3-D TIFF, a folder of 2-D slices, ``store.zarr[:array]`` (OME-Zarr too) or
             ``file.h5:dataset``; uint8 or uint16.
         output: ``.zarr``, ``.ome.zarr`` or ``.tif``/``.tiff``; a uint8 0/1 volume of the input's shape.
-        mode: ``resize`` (the whole slice at the run's resolution, as in evaluation) or ``tile``.
-        tile: tile mode: tile edge in network pixels (a multiple of the patch size; default the run's
-            resolution floored to one).
-        halo: tile mode: fading border of each tile in network pixels (default tile // 8).
-        scale: tile mode: network pixels per input pixel (default: the scale the run was trained at).
-        batch_size: slices (resize) or tiles (tile) per backbone call; also slices read at a time.
-            ``1`` reproduces ``emfm evaluate`` bit for bit; larger batches can flip the odd near-tied
-            pixel, because batched matrix products round differently (2 of 130 M pixels on the
-            Lucchi++ test volume at 4, a change of 1e-7 in its IoU).
+        settings: how to predict (:class:`~emfm.predict.settings.PredictSettings`: mode, tiling,
+            scale, batch size, probability dtype, bf16, device).
         probabilities: also write the foreground probability here (same format rules).
-        probability_dtype: ``float16`` (P in [0, 1]) or ``uint8`` (``round(255 * P)``).
-        bf16: run the model under bfloat16 autocast (faster on recent hardware; masks may then differ
-            from evaluation at a few near-tied pixels).
         overwrite: replace existing outputs. Without it, a partial output of this same job is resumed
             and anything else is refused.
-        device: ``cpu``, ``cuda``...; default CUDA when available.
         max_slices: compute at most this many of the missing slices, then return (the output stays
             resumable): for time-limited jobs.
         progress: show a progress bar.
@@ -464,50 +469,50 @@ def predict_volume(
     Raises:
         RunDirError: no run or no checkpoint at ``run_dir``.
         DataError: the input is missing, unreadable, not uint8/uint16, or not 2-D/3-D.
-        ConfigError: unknown output extension, mode or setting; tiling that does not fit.
+        ConfigError: unknown output extension or device, a bad ``max_slices``, tiling that does not fit.
         OutputExistsError: the output exists and is not a partial prediction of this same job.
         DiskSpaceError: the output's disk has less free space than the output may need.
+    """
+    started = time.perf_counter()
+    if max_slices is not None:
+        check_number("max_slices", max_slices, minimum=0, integer=True)
+    job = plan_prediction(run_dir, input, output, settings, probabilities=probabilities, overwrite=overwrite)
+    todo = job.todo if max_slices is None else job.todo[:max_slices]
+    if job.outputs.resumed:
+        log.info("resuming %s: %d of %d slices already done", output, int(job.done.sum()), job.shape[0])
+    predictor = load_predictor(job, backbone) if len(todo) else None
+    job.outputs.open(overwrite=overwrite)
+    loop_started = time.perf_counter()
+    computed = _predict_slices(job, predictor, todo, progress) if len(todo) else []
+    return finish_job(job, computed, started, time.perf_counter() - loop_started, progress)
+
+
+def _predict_slices(job: PredictJob, predictor: SlicePredictor, todo: np.ndarray, progress: bool) -> list[int]:
+    """Predict and write the ``todo`` slices a batch at a time, flagging each done once written.
+
+    The next batch is decoded in a background thread while this one runs through the model.
     """
     from tqdm.auto import tqdm
 
     from emfm.data import open_volume
 
-    started = time.perf_counter()
-    job = plan_prediction(
-        run_dir, input, output, mode=mode, tile=tile, halo=halo, scale=scale, batch_size=batch_size,
-        probabilities=probabilities, probability_dtype=probability_dtype, bf16=bf16, overwrite=overwrite,
-        device=device,
-    )
-    todo = job.todo
-    if max_slices is not None:
-        todo = todo[: max(0, int(max_slices))]
-    if job.outputs.resumed:
-        log.info("resuming %s: %d of %d slices already done", output, int(job.done.sum()), job.shape[0])
-    predictor = load_predictor(job, backbone) if len(todo) else None
-    job.outputs.open(overwrite=overwrite)
     want_p = job.outputs.probability is not None
-    step = job.batch_size
+    pdtype = job.settings.probability_dtype
+    step = job.settings.batch_size
     batches = [todo[i : i + step] for i in range(0, len(todo), step)]
     computed: list[int] = []
-    loop_started = time.perf_counter()
     with open_volume(job.input) as volume, ThreadPoolExecutor(1) as reader, tqdm(
         total=len(todo), desc="predicting", unit="slice", disable=not progress
     ) as bar:
-        # The next batch is decoded in a background thread while this one runs through the model.
         read = lambda zs: [volume[int(z)] for z in zs]  # noqa: E731
-        pending = reader.submit(read, batches[0]) if batches else None
+        pending = reader.submit(read, batches[0])
         for k, zs in enumerate(batches):
             images = pending.result()
-            pending = reader.submit(read, batches[k + 1]) if k + 1 < len(batches) else None
+            if k + 1 < len(batches):
+                pending = reader.submit(read, batches[k + 1])
             for z, (mask, p) in zip(zs, predictor.predict(images, probability=want_p)):
-                job.outputs.write(int(z), mask, encode_probability(p, job.probability_dtype) if want_p else None)
+                job.outputs.write(int(z), mask, encode_probability(p, pdtype) if want_p else None)
                 job.outputs.mark_done(int(z))
                 computed.append(int(z))
             bar.update(len(zs))
-    loop_seconds = time.perf_counter() - loop_started
-    complete = bool(job.outputs.done().all())
-    if complete:
-        job.outputs.finish(progress=progress)
-    out = summary(job, computed, time.perf_counter() - started, loop_seconds, complete)
-    log.info("predicted %d slices in %.1f s -> %s", len(computed), out["seconds"], output)
-    return out
+    return computed
