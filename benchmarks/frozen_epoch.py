@@ -41,14 +41,18 @@ def load_inputs(n: int):
     imgs = [rng.integers(0, 255, (384, 512), dtype=np.uint8) for _ in range(n)]
     masks = [(img > 200).astype(np.uint8) for img in imgs]
     bb = create_backbone(str(write_random_checkpoint("dinov2", Path(tempfile.mkdtemp()) / "tiny")))
-    return bb, SliceStack("synthetic", "train", [str(i) for i in range(n)], imgs, masks), "tiny RANDOM backbone, synthetic"
+    return (
+        bb,
+        SliceStack("synthetic", "train", [str(i) for i in range(n)], imgs, masks),
+        "tiny RANDOM backbone, synthetic",
+    )
 
 
 def head_epoch(head, opt, grids, masks, sizes, batch: int) -> None:
     for start in range(0, len(grids), batch):
         g = torch.stack(grids[start : start + batch])
         y = torch.stack(masks[start : start + batch])
-        logits = torch.nn.functional.interpolate(head(g), size=sizes[start], mode="bilinear")
+        logits = torch.nn.functional.interpolate(head([g]), size=sizes[start], mode="bilinear")
         loss = dice_loss(logits, y)
         opt.zero_grad()
         loss.backward()

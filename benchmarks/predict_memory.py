@@ -67,13 +67,16 @@ def make_volume(path: Path, slices: int, size: int) -> None:
 
 def child(args: argparse.Namespace) -> None:
     """One prediction in this process; print its summary and this process's peak RSS as JSON."""
-    from emfm.predict import predict_volume, predict_volume_dask
+    from emfm.predict import PredictSettings, predict_volume, predict_volume_dask
 
-    kw = dict(batch_size=args.batch_size, probabilities=args.probabilities, progress=False)
+    settings = PredictSettings(batch_size=args.batch_size)
+    kw = dict(probabilities=args.probabilities, progress=False)
     if args.dask:
-        result = predict_volume_dask(args.run, args.input, args.output, scheduler="threads", block_slices=8, **kw)
+        result = predict_volume_dask(
+            args.run, args.input, args.output, settings, scheduler="threads", block_slices=8, **kw
+        )
     else:
-        result = predict_volume(args.run, args.input, args.output, **kw)
+        result = predict_volume(args.run, args.input, args.output, settings, **kw)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     keep = ("computed", "seconds", "slices_per_second")
     print(json.dumps({"peak_mb": peak_kb / 1024, **{k: result[k] for k in keep}}))

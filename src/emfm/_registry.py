@@ -29,6 +29,10 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def unregister(self, name: str) -> T:
+        """Remove an entry (tests that register a throwaway entry clean up with this)."""
+        return self._entries.pop(name)
+
     def decorator(self, name: str) -> Callable[[T], T]:
         """Use as ``@REGISTRY.decorator("name")``."""
 

@@ -6,19 +6,23 @@ Cross-field checks raise :class:`~emfm.errors.ConfigError` with the fix.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from emfm import __version__
+from emfm._settings import Settings, check_choice, check_number
+from emfm.data import PAIRINGS, Pairing
 from emfm.errors import ConfigError
+from emfm.transforms import INTENSITIES, Intensity
 
-Adapter = Literal["frozen", "lora"]
-Pairing = Literal["by-number", "text-sorted"]
 Normalisation = Literal["backbone", "imagenet"]
+NORMALISATIONS = ("imagenet", "backbone")
 Precision = Literal["32", "bf16"]
+PRECISIONS = ("32", "bf16")
+Loss = Literal["dice", "dice_ce"]
+LOSSES = ("dice", "dice_ce")
 
 
 def split_names(value: str | Sequence[str]) -> list[str]:
@@ -29,34 +33,71 @@ def split_names(value: str | Sequence[str]) -> list[str]:
     return [str(v) for v in value]
 
 
+def fold_adapter_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Move flat adapter keys (``lora_rank: 8``) into ``adapter_settings`` for the chosen adapter.
+
+    Flat keys of adapters other than the chosen one are dropped: a study's shared ``defaults`` may
+    set ``lora_rank`` for its LoRA runs without it being an error in its frozen runs. Keys given in
+    ``adapter_settings`` itself win over flat ones.
+    """
+    from emfm.adapters import flat_setting_keys
+
+    out = dict(data)
+    adapter = out.get("adapter", "frozen")
+    folded: dict[str, Any] = {}
+    for key, (name, field_name) in flat_setting_keys().items():
+        if key in out:
+            value = out.pop(key)
+            if name == adapter:
+                folded[field_name] = value
+    nested = out.get("adapter_settings") or {}
+    if not isinstance(nested, Mapping):
+        raise ConfigError(f"adapter_settings must be a mapping of setting to value, got {nested!r}")
+    out["adapter_settings"] = {**folded, **nested}
+    return out
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """One training run: which backbone, how adapted, trained on what, tested on what.
 
-    Defaults follow the study's protocol (docs/protocol.md) except ``resolution`` and ``head``, which
-    default to CPU-friendly values; ``configs/study.yaml`` sets the published ones (1022, deconv).
+    Defaults follow the study's protocol (docs/protocol.md) except ``resolution``, ``head`` and ``lr``,
+    which default to values that learn in a short CPU run (``lr`` None takes the head's own default,
+    e.g. 1e-3 for the linear head, where the protocol's 5e-5 needs hundreds of epochs);
+    ``configs/study.yaml`` sets the published ones (1022, deconv, 5e-5).
+    ``adapter`` names a registered adapter (:mod:`emfm.adapters`) and ``adapter_settings`` holds that
+    adapter's own settings, completed with its defaults.
     """
 
     backbone: str
     train: tuple[str, ...]
     test: tuple[str, ...] = ()
-    adapter: Adapter = "frozen"
+    adapter: str = "frozen"
+    adapter_settings: Mapping[str, Any] = field(default_factory=dict)
     head: str = "linear"
+    layers: tuple[int, ...] | None = None
     resolution: int = 518
+    scale: float | None = None
+    tile: int = 518
+    tile_overlap: int = 70
+    crop: int | None = None
+    crops_per_epoch: int = 64
+    augment: tuple[str, ...] = ()
+    intensity_augment: bool = False
+    loss: Loss = "dice"
     epochs: int = 100
     patience: int = 20
+    min_steps: int = 300
+    val_every: int = 1
     seed: int = 0
     batch_size: int = 2
-    lr: float = 5e-5
+    lr: float | None = None
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
     balance: bool = False
     pairing: Pairing = "by-number"
     normalisation: Normalisation = "imagenet"
-    intensity: Literal["dtype", "minmax"] = "dtype"
+    intensity: Intensity = "dtype"
     precision: Precision = "32"
     data_root: str | None = None
     cache_dir: str | None = None
@@ -64,60 +105,96 @@ class TrainConfig:
     emfm_version: str = field(default=__version__, compare=False)
 
     def __post_init__(self) -> None:
+        self.coerce_floats()
         object.__setattr__(self, "train", tuple(split_names(self.train)))
         object.__setattr__(self, "test", tuple(split_names(self.test)) or tuple(self.train))
         if not self.train:
             raise ConfigError("no training set given; pass --train NAME[,NAME...] (e.g. lucchi_pp)")
-        if self.adapter not in ("frozen", "lora"):
-            raise ConfigError(f"unknown adapter {self.adapter!r}; use 'frozen' or 'lora'")
-        if self.pairing not in ("by-number", "text-sorted"):
-            raise ConfigError(f"unknown pairing {self.pairing!r}; use 'by-number' (correct) or 'text-sorted'")
-        if self.normalisation not in ("backbone", "imagenet"):
-            raise ConfigError(f"unknown normalisation {self.normalisation!r}; use 'backbone' or 'imagenet'")
-        if str(self.precision) not in ("32", "bf16"):
-            raise ConfigError(f"unknown precision {self.precision!r}; use '32' or 'bf16'")
+        settings = self.make_adapter().settings_dict()  # unknown adapter or setting -> ConfigError here
+        object.__setattr__(self, "adapter_settings", settings)
+        check_choice("pairing", self.pairing, PAIRINGS, "; 'by-number' is correct, 'text-sorted' the study's mistake")
+        check_choice("normalisation", self.normalisation, NORMALISATIONS)
+        check_choice("intensity", self.intensity, INTENSITIES)
         object.__setattr__(self, "precision", str(self.precision))
-        for name in ("epochs", "batch_size", "resolution", "lora_rank"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.patience < 0:
-            raise ConfigError(f"patience must be >= 0, got {self.patience}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("loss", self.loss, LOSSES, "; dice is the study's, dice_ce adds cross-entropy")
+        self._check_sampling()
+        for name in ("epochs", "batch_size", "resolution"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("patience", self.patience, minimum=0, integer=True)
+        check_number("seed", self.seed, minimum=0, integer=True)
+        if self.lr is not None:
+            check_number("lr", self.lr, minimum=0, exclusive_minimum=True)
+        check_number("weight_decay", self.weight_decay, minimum=0)
+        check_number("grad_clip", self.grad_clip, minimum=0)
+        if self.max_train_slices is not None:
+            check_number("max_train_slices", self.max_train_slices, minimum=1, integer=True)
         if self.balance and len(self.train) < 2:
             raise ConfigError("--balance needs at least two training sets (e.g. --train lucchi_pp,vnc)")
+
+    def _check_sampling(self) -> None:
+        """Layers, tiles, crops and augmentation: the settings of how slices reach the head."""
+        from emfm.transforms import GEOMETRIC_VARIANTS
+
+        if self.layers is not None:
+            object.__setattr__(
+                self, "layers", tuple(self.layers) if not isinstance(self.layers, int) else (self.layers,)
+            )
+            for j in self.layers:
+                check_number("layers (each)", j, integer=True)
+            if not self.layers:
+                raise ConfigError(
+                    "layers is empty; list the backbone blocks the head reads (e.g. [5, 8, 11]) or omit it"
+                )
+        if self.scale is not None:
+            check_number("scale", self.scale, minimum=0, exclusive_minimum=True)
+        check_number("tile", self.tile, minimum=1, integer=True)
+        check_number("tile_overlap", self.tile_overlap, minimum=0, integer=True)
+        if self.tile_overlap >= self.tile:
+            raise ConfigError(f"tile_overlap {self.tile_overlap} must be smaller than tile {self.tile}")
+        if self.crop is not None:
+            check_number("crop", self.crop, minimum=1, integer=True)
+        check_number("crops_per_epoch", self.crops_per_epoch, minimum=1, integer=True)
+        check_number("min_steps", self.min_steps, minimum=0, integer=True)
+        check_number("val_every", self.val_every, minimum=1, integer=True)
+        augment = (self.augment,) if isinstance(self.augment, str) else tuple(self.augment or ())
+        object.__setattr__(self, "augment", augment)
+        for v in augment:
+            check_choice("augment variant", v, GEOMETRIC_VARIANTS)
+
+    def make_adapter(self):
+        """The run's :class:`~emfm.adapters.Adapter`, built from ``adapter`` and ``adapter_settings``."""
+        from emfm.adapters import ADAPTERS, create_adapter
+
+        if self.adapter not in ADAPTERS:
+            raise ConfigError(ADAPTERS.unknown_message(str(self.adapter)))
+        return create_adapter(self.adapter, self.adapter_settings)
 
     # -- serialisation -------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["train"] = list(self.train)
-        d["test"] = list(self.test)
+        d = super().to_dict()
+        d["adapter_settings"] = dict(self.adapter_settings)
+        for key in ("layers", "augment"):
+            d[key] = list(d[key]) if d[key] is not None else None
         return d
 
-    def to_yaml(self) -> str:
-        import yaml
+    @classmethod
+    def accepted_keys(cls) -> set[str]:
+        """Every key a training config may hold: the fields and each adapter's flat keys."""
+        from emfm.adapters import flat_setting_keys
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return set(cls.field_names()) | set(flat_setting_keys())
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            import difflib
-
-            hints = [difflib.get_close_matches(u, known, n=1) for u in unknown]
-            hint = "; ".join(f"{u!r} (did you mean {h[0]!r}?)" if h else repr(u) for u, h in zip(unknown, hints))
-            raise ConfigError(f"unknown config key(s) {hint}; valid keys: {', '.join(sorted(known))}")
-        return cls(**dict(data))
+    def from_dict(cls, data: Mapping[str, Any] | None) -> TrainConfig:
+        data = dict(data or {})
+        cls.check_keys(data, extra=cls.accepted_keys())
+        return cls(**fold_adapter_keys(data))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
         return cls.from_dict(apply_overrides(load_yaml(path), overrides))
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from emfm.backbones._base import Backbone
     from emfm.data._stack import SliceStack
+    from emfm.transforms import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ CACHE_FORMAT = 2
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Everything besides the image that determines a backbone's features."""
+    """Everything besides the image that determines a backbone's features.
+
+    ``tiling`` (native-scale tiles) and ``variant`` (a flipped or rotated slice) are left out of the
+    key when unused, so whole-slice entries keep the keys they had before either existed.
+    """
 
     backbone: str
     weights_id: str
@@ -41,9 +46,16 @@ class FeatureSpec:
     std: tuple[float, ...]
     intensity: str = "dtype"
     format: int = CACHE_FORMAT
+    tiling: dict | None = None
+    variant: str = "identity"
 
     def key(self, image_digest: str) -> str:
-        blob = json.dumps({**asdict(self), "image": image_digest}, sort_keys=True)
+        fields = asdict(self)
+        if fields["tiling"] is None:
+            del fields["tiling"]
+        if fields["variant"] == "identity":
+            del fields["variant"]
+        blob = json.dumps({**fields, "image": image_digest}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -137,30 +149,68 @@ class StackFeatures:
     n_computed: int = 0
     n_cached: int = 0
 
+    def head_grids(self, i: int, layers: Sequence[int]) -> list[torch.Tensor]:
+        """Slice ``i``'s grids for a head that reads ``layers`` (0-based), in that order: an
+        intermediate block where one was encoded, else the final grid (the last block)."""
+        if not layers:
+            return [self.grids[i]]
+        return [self.layers[j][i] if j in self.layers else self.grids[i] for j in layers]
 
-def feature_spec(
-    backbone: Backbone,
-    resolution: int,
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    intensity: str = "dtype",
-) -> FeatureSpec:
+
+def feature_spec(backbone: Backbone, preprocessing: Preprocessing, variant: str = "identity") -> FeatureSpec:
+    fields = preprocessing.cache_fields()
     return FeatureSpec(
-        backbone=backbone.name,
-        weights_id=backbone.weights_id,
-        resolution=int(resolution),
-        mean=tuple(float(x) for x in (mean if mean is not None else backbone.mean)),
-        std=tuple(float(x) for x in (std if std is not None else backbone.std)),
-        intensity=intensity,
+        backbone=backbone.name, weights_id=backbone.weights_id, resolution=fields["resolution"],
+        mean=fields["mean"], std=fields["std"], intensity=fields["intensity"], tiling=fields.get("tiling"),
+        variant=variant,
     )
+
+
+def encode_slice(backbone: Backbone, pixels: torch.Tensor, preprocessing: Preprocessing, layers: Sequence[int] = ()):
+    """Encode one preprocessed slice (3, H, W) as a batch of one: in one pass, or through overlapping
+    tiles (:func:`emfm.tiled.encode_tiled`) when the preprocessing is tiled and the slice exceeds a tile.
+
+    The one encoding path of frozen caching, live (LoRA) evaluation and prediction.
+    """
+    prep = preprocessing
+    if prep.tiled and max(pixels.shape[-2:]) > int(prep.tile or 0):
+        from emfm.tiled import encode_tiled
+
+        return encode_tiled(backbone, pixels, tile=int(prep.tile or 0), overlap=int(prep.overlap or 0),
+                            layers=tuple(layers))
+    return backbone.encode(pixels[None], layers=list(layers) or None)
+
+
+def _load_cached(cache, keys, names) -> tuple[list, list[int]]:
+    entries: list = [None] * len(keys)
+    todo = []
+    for i, key in enumerate(keys):
+        entry = cache.load(key, names) if cache is not None else None
+        if entry is None:
+            todo.append(i)
+        else:
+            entries[i] = entry
+    return entries, todo
+
+
+def _batches(todo: Sequence[int], sizes: Sequence[tuple[int, int]], batch_size: int, tiled: bool):
+    """Slices to encode together: one size per batch; tiled slices one at a time (their tiles batch)."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i in todo:
+        by_size.setdefault(sizes[i], []).append(i)
+    step = 1 if tiled else batch_size
+    for idxs in by_size.values():
+        for start in range(0, len(idxs), step):
+            yield idxs[start : start + step]
 
 
 def encode_stack(
     backbone: Backbone,
     stack: SliceStack,
     *,
-    resolution: int,
+    resolution: int | None = None,
+    preprocessing: Preprocessing | None = None,
+    variant: str = "identity",
     layers: Sequence[int] = (),
     cache: FeatureCache | None = None,
     batch_size: int = 1,
@@ -174,74 +224,73 @@ def encode_stack(
     Args:
         backbone: the backbone; it is only called for slices the cache does not hold.
         stack: the slices.
-        resolution: longest edge in pixels (see :func:`emfm.transforms.resized_shape`).
+        preprocessing: how slices become input (resize or tiles at a pixel scale); or give the
+            shorthand ``resolution`` (+ ``mean``, ``std``, ``intensity``) for the whole-slice resize.
+        variant: a flip or rotation applied to each slice before encoding (augmentation), see
+            :func:`emfm.transforms.geometric_variant`; cached separately.
         layers: intermediate block indices to keep besides the final grid (negative from the end).
         cache: where to read and write features; None computes everything.
         batch_size: slices per backbone call (slices of one size are batched together).
-        mean, std: normalisation; the backbone's own by default.
-        intensity: see :func:`emfm.transforms.to_unit_float`.
         progress: show a progress bar.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from emfm.transforms import image_to_tensor, resized_shape
+    from emfm.transforms import Preprocessing, geometric_variant
 
-    spec = feature_spec(backbone, resolution, mean=mean, std=std, intensity=intensity)
+    if preprocessing is None:
+        if resolution is None:
+            raise TypeError("encode_stack needs preprocessing= or resolution=")
+        m, s = (mean or backbone.mean), (std or backbone.std)
+        preprocessing = Preprocessing(int(resolution), backbone.patch_size, m, s, intensity)  # type: ignore[arg-type]
+    prep = preprocessing
+    spec = feature_spec(backbone, prep, variant)
     wanted_layers = sorted({int(i) for i in layers})
-    n = len(stack)
-    entries: list[dict[str, torch.Tensor] | None] = [None] * n
-    sizes = [resized_shape(img.shape, resolution, backbone.patch_size) for img in stack.images]
-    keys = [spec.key(stack.image_digest(i)) for i in range(n)]
-    todo: list[int] = []
     names = ["grid", "cls", *(f"layer_{j}" for j in wanted_layers)]
-    for i in range(n):
-        entry = cache.load(keys[i], names) if cache is not None else None
-        if entry is not None:
-            entries[i] = entry
-        else:
-            todo.append(i)
-    n_cached = n - len(todo)
-
-    # Layers already cached for a slice are recomputed together with the new ones, so an entry only
-    # ever grows and one backbone pass serves every request.
-    by_size: dict[tuple[int, int], list[int]] = {}
-    for i in todo:
-        by_size.setdefault(sizes[i], []).append(i)
+    images = [geometric_variant(img, variant) for img in stack.images] if variant != "identity" else stack.images
+    sizes = [prep.network_size(img.shape) for img in images]
+    keys = [spec.key(stack.image_digest(i)) for i in range(len(stack))]
+    entries, todo = _load_cached(cache, keys, names)
     bar = tqdm(total=len(todo), desc=f"encoding {stack.dataset}/{stack.split}", disable=not progress or not todo)
     was_training = backbone.training
     device = next(backbone.parameters()).device
     backbone.eval()
     with torch.inference_mode():
-        for size, idxs in by_size.items():
-            for start in range(0, len(idxs), batch_size):
-                chunk = idxs[start : start + batch_size]
-                kept = set(wanted_layers)
+        for chunk in _batches(todo, sizes, batch_size, prep.tiled):
+            # Layers already cached for a slice are recomputed with the new ones, so an entry only
+            # ever grows and one backbone pass serves every request.
+            kept = set(wanted_layers)
+            if cache is not None:
+                for i in chunk:
+                    kept |= {int(n[6:]) for n in cache.names(keys[i]) if n.startswith("layer_")}
+            compute = sorted(kept)
+            pixels = torch.stack([prep.pixels(images[i], sizes[i]) for i in chunk]).to(device)
+            if len(chunk) == 1:
+                out = encode_slice(backbone, pixels[0], prep, compute)
+            else:
+                out = backbone.encode(pixels, layers=compute or None)
+            for b, i in enumerate(chunk):
+                entry = {"grid": out.patch_grid[b].float().cpu().clone(), "cls": out.cls[b].float().cpu().clone()}
+                entry.update({f"layer_{j}": out.layers[j][b].float().cpu().clone() for j in compute})
                 if cache is not None:
-                    for i in chunk:
-                        kept |= {int(n[6:]) for n in cache.names(keys[i]) if n.startswith("layer_")}
-                compute_layers = sorted(kept)
-                pixels = torch.stack(
-                    [image_to_tensor(stack.images[i], size, spec.mean, spec.std, intensity=intensity) for i in chunk]
-                )
-                out = backbone.encode(pixels.to(device), layers=compute_layers or None)
-                for b, i in enumerate(chunk):
-                    entry = {"grid": out.patch_grid[b].float().cpu().clone(), "cls": out.cls[b].float().cpu().clone()}
-                    for j in compute_layers:
-                        entry[f"layer_{j}"] = out.layers[j][b].float().cpu().clone()
-                    if cache is not None:
-                        cache.save(keys[i], entry)
-                    entries[i] = {k: v for k, v in entry.items() if k in names}
-                bar.update(len(chunk))
+                    cache.save(keys[i], entry)
+                entries[i] = {k: v for k, v in entry.items() if k in names}
+            bar.update(len(chunk))
     bar.close()
     backbone.train(was_training)
+    return _stack_features(stack, entries, wanted_layers, sizes, len(todo), backbone.embed_dim)
+
+
+def _stack_features(stack, entries, wanted_layers, sizes, n_computed: int, dim: int) -> StackFeatures:
+    import torch
+
     done = [e for e in entries if e is not None]
     return StackFeatures(
         ids=list(stack.ids),
         grids=[e["grid"] for e in done],
-        cls=torch.stack([e["cls"] for e in done]) if done else torch.empty(0, backbone.embed_dim),
+        cls=torch.stack([e["cls"] for e in done]) if done else torch.empty(0, dim),
         layers={j: [e[f"layer_{j}"] for e in done] for j in wanted_layers},
-        sizes=sizes,
-        n_computed=len(todo),
-        n_cached=n_cached,
+        sizes=list(sizes),
+        n_computed=n_computed,
+        n_cached=len(entries) - n_computed,
     )

@@ -28,11 +28,3 @@ def cache_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("emfm"))
-
-
-def dataset_root(name: str, data_root: str | os.PathLike[str] | None) -> Path | None:
-    """A dataset's own folder under ``--data-root DIR`` (DIR/NAME); ``folder:PATH`` names carry their
-    own path, and None leaves the choice to the data layer ($EMFM_DATA or the per-user directory)."""
-    if name.startswith("folder:") or data_root is None:
-        return None
-    return Path(data_root).expanduser() / name

@@ -87,7 +87,8 @@ def test_full_clip_checkpoint_keeps_its_projection(tmp_path, offline, add_to_hub
     import transformers
 
     config = transformers.CLIPConfig(
-        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50),
+        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=50),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                            image_size=56, patch_size=14, hidden_act="gelu"),
         projection_dim=8,
@@ -115,7 +116,11 @@ def test_openclip_patch_grid_is_ln_post_of_every_token(tmp_path):
 
 
 def test_missing_weights_offline_is_one_actionable_line(tmp_path, offline):
-    with pytest.raises(WeightsNotFoundError, match=r"'dinov2-l' \(hub id facebook/dinov2-large\) are not in the Hugging Face cache .*hub.*HF_HUB_OFFLINE.*pass a local model directory") as err:
+    with pytest.raises(
+        WeightsNotFoundError,
+        match=r"'dinov2-l' \(hub id facebook/dinov2-large\) are not in the Hugging Face cache "
+        r".*hub.*HF_HUB_OFFLINE.*pass a local model directory",
+    ) as err:
         create_backbone("dinov2-l", cache_dir=str(tmp_path / "hub"))
     assert "\n" not in str(err.value)
     with pytest.raises(WeightsNotFoundError, match="hub id 'nobody/nothing'.*not in the Hugging Face cache"):
@@ -123,7 +128,12 @@ def test_missing_weights_offline_is_one_actionable_line(tmp_path, offline):
 
 
 def test_gated_dinov3_has_its_own_message(tmp_path, offline):
-    with pytest.raises(GatedWeightsError, match=r"'dinov3-l' \(hub id facebook/dinov3-vitl16-pretrain-lvd1689m\) are gated.*accept the licence on https://huggingface.co/facebook/dinov3-vitl16-pretrain-lvd1689m.*hf auth login.*dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth.*local path"):
+    with pytest.raises(
+        GatedWeightsError,
+        match=r"'dinov3-l' \(hub id facebook/dinov3-vitl16-pretrain-lvd1689m\) are gated"
+        r".*accept the licence on https://huggingface.co/facebook/dinov3-vitl16-pretrain-lvd1689m"
+        r".*hf auth login.*dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth.*local path",
+    ):
         create_backbone("dinov3-l", cache_dir=str(tmp_path / "hub"))
 
 
@@ -169,7 +179,11 @@ def test_unknown_name_suggests_the_nearest(tmp_path, monkeypatch):
 
 def test_image_side_not_a_multiple_of_the_patch(tmp_path):
     backbone = create_backbone(str(write_random_checkpoint("dinov2", tmp_path / "m")))
-    with pytest.raises(DataError, match=r"image size 57x70 is not a multiple of the patch size 14 of backbone 'm' \(height 57 -> nearest valid 56 or 70\)"):
+    with pytest.raises(
+        DataError,
+        match=r"image size 57x70 is not a multiple of the patch size 14 of backbone 'm' "
+        r"\(height 57 -> nearest valid 56 or 70\)",
+    ):
         backbone.encode(torch.zeros(1, 3, 57, 70))
     with pytest.raises(DataError, match=r"width 20 -> nearest valid 14 or 28"):
         backbone.encode(torch.zeros(1, 3, 28, 20))
@@ -183,7 +197,11 @@ def test_image_side_not_a_multiple_of_the_patch(tmp_path):
 
 def test_checkpoint_whose_keys_fit_no_family(tmp_path):
     torch.save({"encoder.weight": torch.zeros(2, 2), "head.bias": torch.zeros(2)}, tmp_path / "mystery.pth")
-    with pytest.raises(CheckpointFormatError, match=r"keys of .*mystery.pth fit no known backbone format \(first keys: encoder.weight, head.bias\).*dinov2: .*dinov3: .*openclip: "):
+    with pytest.raises(
+        CheckpointFormatError,
+        match=r"keys of .*mystery.pth fit no known backbone format \(first keys: encoder.weight, head.bias\)"
+        r".*dinov2: .*dinov3: .*openclip: ",
+    ):
         create_backbone(str(tmp_path / "mystery.pth"))
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointFormatError, match="not a checkpoint file"):
@@ -198,7 +216,9 @@ def test_unsupported_transformers_model_type(tmp_path):
     config = json.loads((directory / "config.json").read_text())
     config["model_type"] = "vit"
     (directory / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointFormatError, match=r"model of type 'vit'; emfm loads dinov2, dinov2_with_registers, dinov3_vit, clip"):
+    with pytest.raises(
+        CheckpointFormatError, match=r"model of type 'vit'; emfm loads dinov2, dinov2_with_registers, dinov3_vit, clip"
+    ):
         create_backbone(str(directory))
 
 

@@ -52,7 +52,9 @@ def test_dinov2_official_outputs_reproduced(official_dir, name, family, checkpoi
 def test_dinov3_official_outputs_reproduced(official_dir):
     folder, pixels, expected = _load(official_dir, "dinov3")
     backbone = create_backbone(str(folder / "dinov3_vit_tiny16_pretrain.pth"))  # heads from the rope periods
-    assert (backbone.family, backbone.num_register_tokens, backbone.model.config.num_attention_heads) == ("dinov3", 4, 4)
+    assert (
+        backbone.family, backbone.num_register_tokens, backbone.model.config.num_attention_heads
+    ) == ("dinov3", 4, 4)
     config = backbone.model.config
     assert config.key_bias is False and config.layer_norm_eps == 1e-5 and config.rope_theta == pytest.approx(100)
     with torch.no_grad():
@@ -115,7 +117,9 @@ def test_release_name_gives_heads_and_is_logged(official_dir, tmp_path, caplog):
     source = official_dir / "dinov2" / "dinov2_vit_tiny14_pretrain.pth"
     renamed = tmp_path / "dinov2_vits14_pretrain.pth"
     shutil.copyfile(source, renamed)
-    with pytest.raises(CheckpointFormatError, match=r"named like the DINOv2 ViT-S/14 release \(width 384\).*width 48.*num_heads="):
+    with pytest.raises(
+        CheckpointFormatError, match=r"named like the DINOv2 ViT-S/14 release \(width 384\).*width 48.*num_heads="
+    ):
         create_backbone(str(renamed))
 
     from emfm.backbones._convert_dinov2 import infer_num_heads
@@ -126,7 +130,10 @@ def test_release_name_gives_heads_and_is_logged(official_dir, tmp_path, caplog):
 
 
 def test_unknown_dinov2_name_requires_num_heads(official_dir):
-    with pytest.raises(CheckpointFormatError, match=r"dinov2_vit_tiny14_pretrain.pth is not an official DINOv2 release name.*pass num_heads="):
+    with pytest.raises(
+        CheckpointFormatError,
+        match=r"dinov2_vit_tiny14_pretrain.pth is not an official DINOv2 release name.*pass num_heads=",
+    ):
         create_backbone(str(official_dir / "dinov2" / "dinov2_vit_tiny14_pretrain.pth"))
     with pytest.raises(ConfigError, match="num_heads=5 does not divide the width 48"):
         create_backbone(str(official_dir / "dinov2" / "dinov2_vit_tiny14_pretrain.pth"), num_heads=5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emfm.backbones import get_backbone_info, is_cached, list_backbones
-from emfm.backbones._registry import OPENAI_CLIP_MEAN, IMAGENET_MEAN
+from emfm.backbones._registry import IMAGENET_MEAN, OPENAI_CLIP_MEAN
 from emfm.errors import UnknownNameError
 
 CONTRACT = (

@@ -47,4 +47,4 @@ def test_study_config_error_names_the_key(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"backbones": ["b"], "train_sets": ["vnc"], "test_sets": ["vnc"], "seeds": [0],
                                    "defaults": {"epoch": 2}}))
     assert main(["study", str(cfg), "--out", str(tmp_path / "o")]) == 2
-    assert "unknown run setting(s) ['epoch']" in capsys.readouterr().err
+    assert "unknown run setting key 'epoch' (did you mean 'epochs'?)" in capsys.readouterr().err

@@ -9,8 +9,10 @@ from emfm.evaluate.metrics import PooledCounts, dice_loss, pooled_scores
 
 def test_pooled_iou_is_total_intersection_over_total_union():
     # slice 1: pred 4 px, truth 2 px, overlap 2 -> I=2, U=4; slice 2: pred 1, truth 3, overlap 1 -> I=1, U=3
-    p1 = np.array([[1, 1], [1, 1]]); t1 = np.array([[1, 1], [0, 0]])
-    p2 = np.array([[1, 0, 0], [0, 0, 0]]); t2 = np.array([[1, 1, 1], [0, 0, 0]])
+    p1 = np.array([[1, 1], [1, 1]])
+    t1 = np.array([[1, 1], [0, 0]])
+    p2 = np.array([[1, 0, 0], [0, 0, 0]])
+    t2 = np.array([[1, 1, 1], [0, 0, 0]])
     c = pooled_scores([p1, p2], [t1, t2])
     assert c.fg_iou == pytest.approx(3 / 7)  # not the mean of 2/4 and 1/3
     assert c.dice == pytest.approx(2 * 3 / (5 + 5))

@@ -8,7 +8,8 @@ BASE = {
     "name": "t", "backbones": ["bb"], "adapters": ["frozen", "lora"], "heads": ["linear"],
     "train_sets": ["lucchi_pp", "vnc", "lucchi_pp,vnc"], "test_sets": ["lucchi_pp", "vnc"], "seeds": [0, 1],
     "defaults": {"epochs": 3}, "adapter_overrides": {"lora": {"resolution": 224}},
-    "ablations": [{"name": "text-sorted", "pairing": "text-sorted", "adapters": ["frozen"], "train_sets": ["lucchi_pp,vnc"]},
+    "ablations": [{"name": "text-sorted", "pairing": "text-sorted", "adapters": ["frozen"],
+                   "train_sets": ["lucchi_pp,vnc"]},
                   {"name": "hi-res", "resolution": 518, "adapters": ["frozen"], "seeds": [0]}],
 }
 

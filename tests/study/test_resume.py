@@ -10,10 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.conftest import write_folder_dataset
+from tests.helpers import write_folder_dataset
 
 METRIC_COLUMNS = ("run_id", "test_set", "seed", "fg_iou", "dice", "fg_iou_resized", "epochs_run", "best_epoch")
 
@@ -63,7 +62,10 @@ def test_sigkill_twice_then_rerun_equals_an_uninterrupted_study(tiny_backbone_di
         return len(list((killed / "runs").glob("*/metrics.json"))) if (killed / "runs").is_dir() else 0
 
     # 1st kill: in the middle of the first run (its config is written, its metrics are not)
-    kill_when(run_cli(cfg, killed), lambda: any((killed / "runs").glob("*/config.yaml")) if (killed / "runs").is_dir() else False)
+    kill_when(
+        run_cli(cfg, killed),
+        lambda: any((killed / "runs").glob("*/config.yaml")) if (killed / "runs").is_dir() else False,
+    )
     assert n_complete() == 0
     # 2nd kill: right after a run completes, while the next one is under way
     kill_when(run_cli(cfg, killed), lambda: n_complete() >= 2)

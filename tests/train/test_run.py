@@ -22,7 +22,9 @@ from emfm.transforms import image_to_tensor, resized_shape
 def config(backbone, train, tmp_path, **kw):
     kw.setdefault("epochs", 2)
     kw.setdefault("resolution", 56)
-    return TrainConfig(backbone=str(backbone), train=train, cache_dir=str(tmp_path / "cache"), lr=1e-3, **kw)
+    return TrainConfig.from_dict(
+        dict(backbone=str(backbone), train=train, cache_dir=str(tmp_path / "cache"), lr=1e-3, **kw)
+    )
 
 
 def hand_iou(run_dir, name):
@@ -35,7 +37,7 @@ def hand_iou(run_dir, name):
         size = resized_shape(img.shape, info.resolution, info.patch_size)
         with torch.no_grad():
             grid = segmenter.backbone.encode(image_to_tensor(img, size, info.mean, info.std)[None]).patch_grid
-            logits = torch.nn.functional.interpolate(segmenter.head(grid), size=size, mode="bilinear")
+            logits = torch.nn.functional.interpolate(segmenter.head([grid]), size=size, mode="bilinear")
             logits = torch.nn.functional.interpolate(logits, size=mask.shape, mode="bilinear")
         pred = logits.argmax(1)[0].numpy().astype(bool)
         inter += np.logical_and(pred, mask).sum()
@@ -49,7 +51,7 @@ def test_frozen_single_metrics_match_a_hand_computation(tiny_backbone_dir, datas
     m = train_run(config(tiny_backbone_dir, a, tmp_path), out, progress=False)
     assert set(m["test"]) == {a} and m["test"][a]["n_slices"] == 4
     assert m["test"][a]["fg_iou"] == pytest.approx(hand_iou(out, a), abs=1e-9)
-    assert m["trainable_params"]["lora"] == 0 and m["trainable_params"]["head"] == 32 * 2 + 2 + 2 * 32
+    assert m["trainable_params"]["adapter"] == 0 and m["trainable_params"]["head"] == 32 * 2 + 2 + 2 * 32
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test"][a]["fg_iou"] == m["test"][a]["fg_iou"] and len(saved["train"]) == 2
     for name in ("config.yaml", "env.json", "splits.json", "checkpoint.safetensors", "curve.png", "examples.png"):
@@ -87,12 +89,14 @@ def test_reloaded_checkpoint_gives_identical_metrics(tiny_backbone_dir, datasets
 def test_lora_trains_only_adapters_and_head(tiny_backbone_dir, datasets, tmp_path):
     a, _ = datasets
     out = tmp_path / "lora"
-    m = train_run(config(tiny_backbone_dir, a, tmp_path, adapter="lora", lora_rank=4, lora_alpha=8), out, progress=False)
+    m = train_run(
+        config(tiny_backbone_dir, a, tmp_path, adapter="lora", lora_rank=4, lora_alpha=8), out, progress=False
+    )
     # rank 4 on q, k, v and the attention output of 2 blocks, width 32: 4 matrices x 2 x (4*32 + 32*4)
-    assert m["trainable_params"]["lora"] == 2 * 4 * (4 * 32 + 32 * 4)
+    assert m["trainable_params"]["adapter"] == 2 * 4 * (4 * 32 + 32 * 4)
     assert m["features"] == {"computed": 0, "cached": 0}
     segmenter, info = load_checkpoint(out / "checkpoint.safetensors")
-    assert info.adapter == "lora" and info.lora_rank == 4
+    assert info.adapter == "lora" and info.adapter_settings["rank"] == 4
     # adapters changed from their zero init, so B is no longer zero somewhere
     b = [p for n, p in segmenter.backbone.named_parameters() if "lora_B" in n]
     assert b and any(p.abs().sum() > 0 for p in b)
@@ -124,7 +128,7 @@ def test_errors_before_any_compute(tiny_backbone_dir, datasets, tmp_path):
 
 
 def test_training_on_a_folder_without_test_part_and_testing_on_it_is_refused(tiny_backbone_dir, tmp_path):
-    from tests.conftest import write_folder_dataset
+    from tests.helpers import write_folder_dataset
 
     name = write_folder_dataset(tmp_path / "d", 6, 0, (28, 28), seed=3)
     import shutil

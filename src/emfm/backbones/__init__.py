@@ -16,8 +16,7 @@ nothing is fetched. :func:`is_cached` says whether a name could load offline wit
 
 from __future__ import annotations
 
-from emfm.backbones import dinov2, dinov3, openclip  # noqa: F401  (register names and families)
-from emfm.backbones import _hub
+from emfm.backbones import _hub, dinov2, dinov3, openclip  # noqa: F401  (register names and families)
 from emfm.backbones._base import Backbone, BackboneOutput
 from emfm.backbones._factory import create_backbone
 from emfm.backbones._registry import BACKBONES, BackboneRecord

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,34 @@ def infer_num_heads(path: Path, embed_dim: int, given: int | None) -> int:
     )
 
 
-def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
-    import torch
-    from transformers import Dinov2Config, Dinov2WithRegistersConfig
+@dataclass(frozen=True)
+class _Architecture:
+    """What the tensors (and, for the heads, the release name) say about the model: all the config needs."""
 
-    sd = state_dict
+    embed_dim: int
+    patch_size: int
+    depth: int
+    registers: int
+    swiglu: bool
+    grid_side: int  # side of the square position table the release was trained with
+    heads: int
+    mlp_ratio: int
+    qkv_bias: bool
+
+
+def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
+    """A DINOv2 release state dict as a transformers ``Dinov2`` (or ``Dinov2WithRegisters``) model.
+
+    Every check on the file runs before anything is built, so a file transformers cannot represent is
+    refused with its reason instead of failing later in a strict ``load_state_dict``.
+    """
+    arch = _read_architecture(state_dict, source)
+    config, family = _build_config(arch, source)
+    return Converted(family=family, config=config, state_dict=_map_tensors(state_dict, arch))
+
+
+def _read_architecture(sd: Mapping[str, Any], source: OfficialSource) -> _Architecture:
+    """The architecture from the tensor shapes; the heads from the user or the release name."""
     embed_dim = int(sd["cls_token"].shape[-1])
     patch_size = int(sd["patch_embed.proj.weight"].shape[-1])
     depth = count_blocks(sd, "blocks.")
@@ -90,7 +114,25 @@ def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
     if side * side != positions:
         raise CheckpointFormatError(f"{source.weights.name}: pos_embed has {positions} patch positions, not a square")
     heads = infer_num_heads(source.weights, embed_dim, source.num_heads)
+    mlp_ratio = _mlp_ratio(sd, source, embed_dim, swiglu)
+    return _Architecture(
+        embed_dim=embed_dim,
+        patch_size=patch_size,
+        depth=depth,
+        registers=registers,
+        swiglu=swiglu,
+        grid_side=side,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
+    )
 
+
+def _mlp_ratio(sd: Mapping[str, Any], source: OfficialSource, embed_dim: int, swiglu: bool) -> int:
+    """transformers' Dinov2 knows the MLP width only as a whole ``mlp_ratio``: refuse widths it cannot express.
+
+    For SwiGLU it derives the hidden width from ``mlp_ratio`` 4 exactly as dinov2 does, so that width must match.
+    """
     if swiglu:
         hidden = int(sd["blocks.0.mlp.w3.weight"].shape[1])
         mlp_ratio = 4  # transformers derives the SwiGLU width from mlp_ratio as dinov2 does
@@ -100,71 +142,89 @@ def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
                 f"{source.weights.name}: SwiGLU hidden width {hidden} is not what mlp_ratio 4 gives ({derived}); "
                 "transformers' Dinov2 cannot represent it"
             )
-    else:
-        hidden = int(sd["blocks.0.mlp.fc1.weight"].shape[0])
-        if hidden % embed_dim:
-            raise CheckpointFormatError(
-                f"{source.weights.name}: MLP width {hidden} is not a whole multiple of the width {embed_dim}"
-            )
-        mlp_ratio = hidden // embed_dim
+        return mlp_ratio
+    hidden = int(sd["blocks.0.mlp.fc1.weight"].shape[0])
+    if hidden % embed_dim:
+        raise CheckpointFormatError(
+            f"{source.weights.name}: MLP width {hidden} is not a whole multiple of the width {embed_dim}"
+        )
+    return hidden // embed_dim
+
+
+def _build_config(arch: _Architecture, source: OfficialSource) -> tuple[Any, str]:
+    """The transformers config and emfm family: register tokens need the ``WithRegisters`` model."""
+    from transformers import Dinov2Config, Dinov2WithRegistersConfig
 
     common = dict(
-        hidden_size=embed_dim,
-        num_hidden_layers=depth,
-        num_attention_heads=heads,
-        mlp_ratio=mlp_ratio,
-        image_size=side * patch_size,
-        patch_size=patch_size,
+        hidden_size=arch.embed_dim,
+        num_hidden_layers=arch.depth,
+        num_attention_heads=arch.heads,
+        mlp_ratio=arch.mlp_ratio,
+        image_size=arch.grid_side * arch.patch_size,
+        patch_size=arch.patch_size,
         layer_norm_eps=LAYER_NORM_EPS,
-        qkv_bias="blocks.0.attn.qkv.bias" in sd,
-        use_swiglu_ffn=swiglu,
+        qkv_bias=arch.qkv_bias,
+        use_swiglu_ffn=arch.swiglu,
     )
-    if registers:
-        config = Dinov2WithRegistersConfig(num_register_tokens=registers, **common)
+    if arch.registers:
+        config = Dinov2WithRegistersConfig(num_register_tokens=arch.registers, **common)
         family = "dinov2_reg"
     else:
         config = Dinov2Config(**common)
         family = "dinov2"
     apply_overrides(config, source.overrides)
+    return config, family
+
+
+def _map_tensors(sd: Mapping[str, Any], arch: _Architecture) -> dict[str, Any]:
+    """The transformers state dict: embeddings and final norm, then each block (same tensors, new names)."""
+    import torch
 
     out: dict[str, Any] = {
         "embeddings.cls_token": sd["cls_token"],
         "embeddings.position_embeddings": sd["pos_embed"],
         # the mask token only serves masked pre-training; a file without one gets zeros
-        "embeddings.mask_token": sd.get("mask_token", torch.zeros(1, embed_dim)),
+        "embeddings.mask_token": sd.get("mask_token", torch.zeros(1, arch.embed_dim)),
         "embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
         "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
         "layernorm.weight": sd["norm.weight"],
         "layernorm.bias": sd["norm.bias"],
     }
-    if registers:
+    if arch.registers:
         out["embeddings.register_tokens"] = sd["register_tokens"]
-    ones = torch.ones(embed_dim)
-    for i in range(depth):
-        src, dst = f"blocks.{i}.", f"encoder.layer.{i}."
-        for norm in ("norm1", "norm2"):
-            out[f"{dst}{norm}.weight"] = sd[f"{src}{norm}.weight"]
-            out[f"{dst}{norm}.bias"] = sd[f"{src}{norm}.bias"]
-        for kind in ("weight", "bias"):
-            if f"{src}attn.qkv.{kind}" in sd:
-                q, k, v = split_rows(sd[f"{src}attn.qkv.{kind}"], 3, f"blocks.{i}.attn.qkv.{kind}")
-                out[f"{dst}attention.q_proj.{kind}"] = q
-                out[f"{dst}attention.k_proj.{kind}"] = k
-                out[f"{dst}attention.v_proj.{kind}"] = v
-            out[f"{dst}attention.o_proj.{kind}"] = sd[f"{src}attn.proj.{kind}"]
-        # a model built without layer scale (init_values=None) multiplies by one
-        out[f"{dst}layer_scale1.lambda1"] = sd.get(f"{src}ls1.gamma", ones)
-        out[f"{dst}layer_scale2.lambda1"] = sd.get(f"{src}ls2.gamma", ones)
-        for kind in ("weight", "bias"):
-            if swiglu:
-                gate, up = split_rows(sd[f"{src}mlp.w12.{kind}"], 2, f"blocks.{i}.mlp.w12.{kind}")
-                out[f"{dst}mlp.gate_proj.{kind}"] = gate
-                out[f"{dst}mlp.up_proj.{kind}"] = up
-                out[f"{dst}mlp.down_proj.{kind}"] = sd[f"{src}mlp.w3.{kind}"]
-            else:
-                out[f"{dst}mlp.fc1.{kind}"] = sd[f"{src}mlp.fc1.{kind}"]
-                out[f"{dst}mlp.fc2.{kind}"] = sd[f"{src}mlp.fc2.{kind}"]
-    return Converted(family=family, config=config, state_dict=out)
+    ones = torch.ones(arch.embed_dim)
+    for i in range(arch.depth):
+        out.update(_map_block(sd, i, arch.swiglu, ones))
+    return out
+
+
+def _map_block(sd: Mapping[str, Any], i: int, swiglu: bool, ones: Any) -> dict[str, Any]:
+    """Block ``i``: the fused qkv split into q, k, v and SwiGLU's ``w12`` into gate and up halves."""
+    src, dst = f"blocks.{i}.", f"encoder.layer.{i}."
+    out: dict[str, Any] = {}
+    for norm in ("norm1", "norm2"):
+        out[f"{dst}{norm}.weight"] = sd[f"{src}{norm}.weight"]
+        out[f"{dst}{norm}.bias"] = sd[f"{src}{norm}.bias"]
+    for kind in ("weight", "bias"):
+        if f"{src}attn.qkv.{kind}" in sd:
+            q, k, v = split_rows(sd[f"{src}attn.qkv.{kind}"], 3, f"blocks.{i}.attn.qkv.{kind}")
+            out[f"{dst}attention.q_proj.{kind}"] = q
+            out[f"{dst}attention.k_proj.{kind}"] = k
+            out[f"{dst}attention.v_proj.{kind}"] = v
+        out[f"{dst}attention.o_proj.{kind}"] = sd[f"{src}attn.proj.{kind}"]
+    # a model built without layer scale (init_values=None) multiplies by one
+    out[f"{dst}layer_scale1.lambda1"] = sd.get(f"{src}ls1.gamma", ones)
+    out[f"{dst}layer_scale2.lambda1"] = sd.get(f"{src}ls2.gamma", ones)
+    for kind in ("weight", "bias"):
+        if swiglu:
+            gate, up = split_rows(sd[f"{src}mlp.w12.{kind}"], 2, f"blocks.{i}.mlp.w12.{kind}")
+            out[f"{dst}mlp.gate_proj.{kind}"] = gate
+            out[f"{dst}mlp.up_proj.{kind}"] = up
+            out[f"{dst}mlp.down_proj.{kind}"] = sd[f"{src}mlp.w3.{kind}"]
+        else:
+            out[f"{dst}mlp.fc1.{kind}"] = sd[f"{src}mlp.fc1.{kind}"]
+            out[f"{dst}mlp.fc2.{kind}"] = sd[f"{src}mlp.fc2.{kind}"]
+    return out
 
 
 FORMAT = register_format(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from emfm.backbones._official import (
@@ -87,12 +88,38 @@ def _heads_and_theta(state_dict: Mapping[str, Any], source: OfficialSource, embe
     return heads, round(theta, 4)
 
 
-def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
-    import torch
-    from transformers import DINOv3ViTConfig
+@dataclass(frozen=True)
+class _Architecture:
+    """What the tensors say about the model (the heads and rope base from the rope periods)."""
 
+    embed_dim: int
+    patch_size: int
+    depth: int
+    storage: int  # storage tokens, transformers' register tokens
+    heads: int
+    rope_theta: float
+    gated: bool
+    hidden: int
+
+
+def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
+    """A DINOv3 ViT release state dict as a transformers ``DINOv3ViT`` model.
+
+    The key-bias mask is folded in before the config is built, because whether the model has a key bias at
+    all depends on it; every check on the file runs before anything is built.
+    """
+    sd = _drop_training_only_norms(state_dict, source.weights.name)
+    arch = _read_architecture(sd, source)
+    biases = _masked_qkv_biases(sd, arch.depth, source.weights.name)
+    has_qkv_bias = bool(biases)
+    key_bias = has_qkv_bias and any(bool(parts[1].abs().max() > 0) for parts in biases.values())
+    config = _build_config(sd, arch, has_qkv_bias, key_bias, source)
+    return Converted(family="dinov3", config=config, state_dict=_map_tensors(sd, arch, biases, key_bias))
+
+
+def _drop_training_only_norms(state_dict: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A copy without ``local_cls_norm`` (local crops in training only); an untied ``cls_norm`` is refused."""
     sd = dict(state_dict)
-    name = source.weights.name
     if any(key.startswith("cls_norm.") for key in sd):
         raise CheckpointFormatError(
             f"{name} has a separate cls_norm (untie_cls_and_patch_norms), which transformers' DINOv3 lacks"
@@ -102,7 +129,11 @@ def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
         del sd[key]
     if dropped:
         log.info("%s: dropped local_cls_norm (used only for local crops in training)", name)
+    return sd
 
+
+def _read_architecture(sd: Mapping[str, Any], source: OfficialSource) -> _Architecture:
+    """The architecture from the tensor shapes; heads and rope base from the periods (or the release name)."""
     embed_dim = int(sd["cls_token"].shape[-1])
     patch_size = int(sd["patch_embed.proj.weight"].shape[-1])
     depth = count_blocks(sd, "blocks.")
@@ -110,8 +141,22 @@ def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
     heads, theta = _heads_and_theta(sd, source, embed_dim)
     gated = "blocks.0.mlp.w1.weight" in sd
     hidden = int(sd["blocks.0.mlp.w1.weight" if gated else "blocks.0.mlp.fc1.weight"].shape[0])
+    return _Architecture(
+        embed_dim=embed_dim,
+        patch_size=patch_size,
+        depth=depth,
+        storage=storage,
+        heads=heads,
+        rope_theta=theta,
+        gated=gated,
+        hidden=hidden,
+    )
 
-    # Fold bias_mask into the qkv bias; a zero key bias becomes "no key bias".
+
+def _masked_qkv_biases(sd: Mapping[str, Any], depth: int, name: str) -> dict[int, list[Any]]:
+    """Per block with a qkv bias, its q, k, v biases with ``bias_mask`` folded in (the forward pass applies it)."""
+    import torch
+
     biases: dict[int, list[Any]] = {}
     for i in range(depth):
         bias = sd.get(f"blocks.{i}.attn.qkv.bias")
@@ -123,29 +168,44 @@ def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
                 raise CheckpointFormatError(f"{name}: blocks.{i}.attn.qkv.bias_mask holds non-finite values")
             bias = bias * mask
         biases[i] = split_rows(bias, 3, f"blocks.{i}.attn.qkv.bias")
-    has_qkv_bias = bool(biases)
-    key_bias = has_qkv_bias and any(bool(parts[1].abs().max() > 0) for parts in biases.values())
+    return biases
+
+
+def _build_config(
+    sd: Mapping[str, Any], arch: _Architecture, has_qkv_bias: bool, key_bias: bool, source: OfficialSource
+) -> Any:
+    """The transformers config; a zero (masked) key bias becomes ``key_bias=False``, as in the hub conversion."""
+    from transformers import DINOv3ViTConfig
 
     config = DINOv3ViTConfig(
-        hidden_size=embed_dim,
-        intermediate_size=hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=heads,
-        patch_size=patch_size,
+        hidden_size=arch.embed_dim,
+        intermediate_size=arch.hidden,
+        num_hidden_layers=arch.depth,
+        num_attention_heads=arch.heads,
+        patch_size=arch.patch_size,
         image_size=224,
-        rope_theta=theta,
+        rope_theta=arch.rope_theta,
         layer_norm_eps=LAYER_NORM_EPS,
         query_bias=has_qkv_bias,
         key_bias=key_bias,
         value_bias=has_qkv_bias,
         proj_bias="blocks.0.attn.proj.bias" in sd,
-        mlp_bias=("blocks.0.mlp.w1.bias" if gated else "blocks.0.mlp.fc1.bias") in sd,
-        use_gated_mlp=gated,
-        num_register_tokens=storage,
+        mlp_bias=("blocks.0.mlp.w1.bias" if arch.gated else "blocks.0.mlp.fc1.bias") in sd,
+        use_gated_mlp=arch.gated,
+        num_register_tokens=arch.storage,
         pos_embed_rescale=2.0,  # rope coordinate rescaling the releases train with (training mode only)
     )
     apply_overrides(config, source.overrides)
+    return config
 
+
+def _map_tensors(
+    sd: Mapping[str, Any], arch: _Architecture, biases: dict[int, list[Any]], key_bias: bool
+) -> dict[str, Any]:
+    """The transformers state dict: embeddings (mask token reshaped to (1, 1, C)) and final norm, then each block."""
+    import torch
+
+    embed_dim = arch.embed_dim
     out: dict[str, Any] = {
         "embeddings.cls_token": sd["cls_token"],
         "embeddings.mask_token": sd.get("mask_token", torch.zeros(1, embed_dim)).reshape(1, 1, embed_dim),
@@ -154,37 +214,46 @@ def convert(state_dict: Mapping[str, Any], source: OfficialSource) -> Converted:
         "norm.weight": sd["norm.weight"],
         "norm.bias": sd["norm.bias"],
     }
-    out["embeddings.register_tokens"] = sd["storage_tokens"] if storage else torch.zeros(1, 0, embed_dim)
+    out["embeddings.register_tokens"] = sd["storage_tokens"] if arch.storage else torch.zeros(1, 0, embed_dim)
     ones = torch.ones(embed_dim)
-    for i in range(depth):
-        src, dst = f"blocks.{i}.", f"model.layer.{i}."
-        for norm in ("norm1", "norm2"):
-            out[f"{dst}{norm}.weight"] = sd[f"{src}{norm}.weight"]
-            out[f"{dst}{norm}.bias"] = sd[f"{src}{norm}.bias"]
-        q, k, v = split_rows(sd[f"{src}attn.qkv.weight"], 3, f"blocks.{i}.attn.qkv.weight")
-        out[f"{dst}attention.q_proj.weight"] = q
-        out[f"{dst}attention.k_proj.weight"] = k
-        out[f"{dst}attention.v_proj.weight"] = v
-        if i in biases:
-            qb, kb, vb = biases[i]
-            out[f"{dst}attention.q_proj.bias"] = qb
-            out[f"{dst}attention.v_proj.bias"] = vb
-            if key_bias:
-                out[f"{dst}attention.k_proj.bias"] = kb
-        out[f"{dst}attention.o_proj.weight"] = sd[f"{src}attn.proj.weight"]
-        if f"{src}attn.proj.bias" in sd:
-            out[f"{dst}attention.o_proj.bias"] = sd[f"{src}attn.proj.bias"]
-        out[f"{dst}layer_scale1.lambda1"] = sd.get(f"{src}ls1.gamma", ones)
-        out[f"{dst}layer_scale2.lambda1"] = sd.get(f"{src}ls2.gamma", ones)
-        pairs = (("w1", "gate_proj"), ("w2", "up_proj"), ("w3", "down_proj")) if gated else (
-            ("fc1", "up_proj"),
-            ("fc2", "down_proj"),
-        )
-        for old, new in pairs:
-            for kind in ("weight", "bias"):
-                if f"{src}mlp.{old}.{kind}" in sd:
-                    out[f"{dst}mlp.{new}.{kind}"] = sd[f"{src}mlp.{old}.{kind}"]
-    return Converted(family="dinov3", config=config, state_dict=out)
+    for i in range(arch.depth):
+        out.update(_map_block(sd, i, biases.get(i), key_bias, arch.gated, ones))
+    return out
+
+
+def _map_block(
+    sd: Mapping[str, Any], i: int, bias: list[Any] | None, key_bias: bool, gated: bool, ones: Any
+) -> dict[str, Any]:
+    """Block ``i``: qkv split into q, k, v (the masked biases from ``bias``), layer scale, MLP renamed."""
+    src, dst = f"blocks.{i}.", f"model.layer.{i}."
+    out: dict[str, Any] = {}
+    for norm in ("norm1", "norm2"):
+        out[f"{dst}{norm}.weight"] = sd[f"{src}{norm}.weight"]
+        out[f"{dst}{norm}.bias"] = sd[f"{src}{norm}.bias"]
+    q, k, v = split_rows(sd[f"{src}attn.qkv.weight"], 3, f"blocks.{i}.attn.qkv.weight")
+    out[f"{dst}attention.q_proj.weight"] = q
+    out[f"{dst}attention.k_proj.weight"] = k
+    out[f"{dst}attention.v_proj.weight"] = v
+    if bias is not None:
+        qb, kb, vb = bias
+        out[f"{dst}attention.q_proj.bias"] = qb
+        out[f"{dst}attention.v_proj.bias"] = vb
+        if key_bias:
+            out[f"{dst}attention.k_proj.bias"] = kb
+    out[f"{dst}attention.o_proj.weight"] = sd[f"{src}attn.proj.weight"]
+    if f"{src}attn.proj.bias" in sd:
+        out[f"{dst}attention.o_proj.bias"] = sd[f"{src}attn.proj.bias"]
+    out[f"{dst}layer_scale1.lambda1"] = sd.get(f"{src}ls1.gamma", ones)
+    out[f"{dst}layer_scale2.lambda1"] = sd.get(f"{src}ls2.gamma", ones)
+    pairs = (("w1", "gate_proj"), ("w2", "up_proj"), ("w3", "down_proj")) if gated else (
+        ("fc1", "up_proj"),
+        ("fc2", "down_proj"),
+    )
+    for old, new in pairs:
+        for kind in ("weight", "bias"):
+            if f"{src}mlp.{old}.{kind}" in sd:
+                out[f"{dst}mlp.{new}.{kind}"] = sd[f"{src}mlp.{old}.{kind}"]
+    return out
 
 
 FORMAT = register_format(

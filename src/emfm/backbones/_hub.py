@@ -20,7 +20,9 @@ from emfm.errors import DownloadError, GatedWeightsError, WeightsNotFoundError
 log = logging.getLogger(__name__)
 
 # The weight files of a transformers model repository, in the order transformers prefers them.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
+)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -165,8 +167,8 @@ class _Context:
         self.official_url = official_url
 
     def fetch(self, filename: str, *, optional: bool = False) -> Path | None:
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
         from huggingface_hub import errors as hub_errors
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
         cached = try_to_load_from_cache(self.repo_id, filename, cache_dir=self.cache, revision=self.revision)
         if isinstance(cached, str):

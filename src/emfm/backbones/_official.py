@@ -16,7 +16,6 @@ from typing import Any
 from emfm.backbones._registry import OFFICIAL_FORMATS
 from emfm.errors import CheckpointFormatError, ConfigError
 
-
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 

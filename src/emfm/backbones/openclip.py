@@ -105,7 +105,7 @@ class OpenClipBackbone(TransformersViT):
                 from safetensors import safe_open
 
                 with safe_open(str(path), framework="pt") as handle:
-                    if PROJECTION_KEY in handle.keys():
+                    if PROJECTION_KEY in set(handle.keys()):  # a safe_open handle has keys(), not `in`
                         return {PROJECTION_KEY: handle.get_tensor(PROJECTION_KEY).float()}
             elif path.suffix == ".bin":
                 state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)

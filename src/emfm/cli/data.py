@@ -13,8 +13,6 @@ command. Without either: ``$EMFM_DATA/NAME``, else the per-user data directory.
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
 
 
 def _add_root_args(p: argparse.ArgumentParser) -> None:
@@ -50,32 +48,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _root(args: argparse.Namespace, *, existing: bool = False) -> Path | None:
-    """The dataset's own folder from ``--root`` or ``--data-root`` (None: the data layer's default).
-
-    With ``existing`` (check), ``--data-root DIR`` that is itself the dataset's folder is taken as
-    such, with a note, so that both readings of the flag find the data.
-    """
-    from emfm.paths import dataset_root
-
-    if args.root:
-        return Path(args.root)
-    if args.name.startswith("folder:") and args.data_root:
-        from emfm.errors import DataError
-
-        raise DataError(f"{args.name}: a folder dataset carries its own path; do not pass --data-root.")
-    root = dataset_root(args.name, args.data_root)
-    if existing and root is not None and not root.exists():
-        from emfm.data import get_dataset
-
-        here = Path(args.data_root).expanduser()
-        required = get_dataset(args.name).required()
-        if required and all((here / r).exists() for r in required):
-            logging.getLogger(__name__).info("%s holds %s itself; using it as the dataset's root", here, args.name)
-            return here
-    return root
-
-
 def run_list(args: argparse.Namespace) -> int:
     from emfm.data import dataset_names, get_dataset
 
@@ -94,7 +66,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_fetch(args: argparse.Namespace) -> int:
     from emfm.data import fetch_dataset
 
-    where = fetch_dataset(args.name, _root(args), url=args.url, progress=not args.no_progress)
+    where = fetch_dataset(args.name, args.root, data_root=args.data_root, url=args.url, progress=not args.no_progress)
     print(f"{args.name} is at {where}")
     return 0
 
@@ -103,7 +75,7 @@ def run_check(args: argparse.Namespace) -> int:
     from emfm._io import atomic_write_json
     from emfm.data import check_dataset
 
-    report = check_dataset(args.name, _root(args, existing=True), progress=not args.no_progress)
+    report = check_dataset(args.name, args.root, data_root=args.data_root, progress=not args.no_progress)
     print("\n".join(report.lines()))
     if args.json:
         atomic_write_json(args.json, report.to_dict())

@@ -51,9 +51,11 @@ def run(args: argparse.Namespace) -> int:
     summary = run_study(study, out, executor=args.executor, executor_params=params, wait=not args.no_wait,
                         aggregate_only=args.aggregate_only)
     if "submitted" in summary:
-        print(f"submitted {summary['submitted']} runs; when they finish: emfm study {args.config} --out {out} --aggregate-only")
+        print(f"submitted {summary['submitted']} runs; "
+              f"when they finish: emfm study {args.config} --out {out} --aggregate-only")
         return 0
-    print(f"study {study.name}: {summary['runs']} runs ({summary['ran']} run now, {summary['skipped']} already complete, "
+    print(f"study {study.name}: {summary['runs']} runs "
+          f"({summary['ran']} run now, {summary['skipped']} already complete, "
           f"{summary['pending']} pending) in {summary['seconds']} s")
     print(f"results: {summary['results']}\nreport:  {summary['report']}\nhtml:    {summary['html']}")
     return 0 if summary["pending"] == 0 else 1

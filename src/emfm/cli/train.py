@@ -8,37 +8,83 @@ from pathlib import Path
 # CLI flag -> TrainConfig field; flags default to None so that only what the user typed overrides
 # the config file, which overrides the dataclass defaults.
 _FLAGS = {
-    "backbone": str, "adapter": str, "train": str, "test": str, "head": str, "epochs": int, "seed": int,
+    "backbone": str, "train": str, "test": str, "head": str, "epochs": int, "seed": int,
     "resolution": int, "patience": int, "batch_size": int, "lr": float, "weight_decay": float,
-    "lora_rank": int, "lora_alpha": int, "lora_dropout": float, "pairing": str, "normalisation": str,
-    "intensity": str, "precision": str, "data_root": str, "cache_dir": str, "max_train_slices": int,
+    "pairing": str, "normalisation": str, "intensity": str, "precision": str, "data_root": str,
+    "cache_dir": str, "max_train_slices": int, "layers": str, "scale": float, "tile": int, "tile_overlap": int,
+    "crop": int, "crops_per_epoch": int, "augment": str, "loss": str, "min_steps": int, "val_every": int,
 }
+# Comma-separated list flags -> the config's lists.
+_LISTS = {"layers": int, "augment": str}
 _CHOICES = {
-    "adapter": ["frozen", "lora"], "pairing": ["by-number", "text-sorted"],
+    "pairing": ["by-number", "text-sorted"],
     "normalisation": ["imagenet", "backbone"], "intensity": ["dtype", "minmax"], "precision": ["32", "bf16"],
+    "loss": ["dice", "dice_ce"],
 }
 _HELP = {
     "backbone": "registry name (dinov2-l, dinov3-l, openclip-l14...), hub id or local directory",
     "train": "training set(s), comma separated: lucchi_pp, vnc, folder:PATH",
     "test": "test set(s), comma separated (default: the training sets)",
-    "head": "segmentation head: linear or deconv",
+    "head": "segmentation head: linear, deconv (the study's), multilinear, dpt or fusion",
     "resolution": "longest image edge in pixels (the study: 1022)",
     "pairing": "image/mask pairing; text-sorted reproduces the study's mistake (ablation only)",
     "normalisation": "imagenet (the study, every family) or the backbone's own mean/std",
     "data_root": "folder holding one folder per dataset (default $EMFM_DATA or the user data dir)",
     "cache_dir": "feature cache (default $EMFM_CACHE or the user cache dir)",
     "max_train_slices": "use only the first N training slices of each set (quick checks)",
+    "layers": "backbone blocks the head reads, comma separated, 0-based (default: the head's own)",
+    "scale": "encode at this pixel scale (1.0 = native) through overlapping tiles, instead of resizing to --resolution",
+    "tile": "tile edge in network pixels when --scale is given (a multiple of the patch)",
+    "tile_overlap": "least overlap between tiles in network pixels",
+    "crop": "train on random crops of this edge in network pixels (a multiple of the patch)",
+    "crops_per_epoch": "crops per epoch with --crop",
+    "augment": "flips/rotations encoded as extra cached variants, comma separated (hflip,vflip,rot90,...)",
+    "loss": "dice (the study's) or dice_ce (Dice + cross-entropy)",
+    "min_steps": "training steps before early stopping may stop",
+    "val_every": "validate every N epochs (patience counts validations)",
+    "lr": "learning rate (default: the head's own; the study uses 5e-5)",
 }
 
 
+def adapter_flags() -> dict[str, tuple[str, type, str]]:
+    """``--<adapter>-<setting>`` flags from the adapter registry: dest -> (flag, type, help)."""
+    import dataclasses
+    import typing
+
+    import yaml
+
+    from emfm.adapters import ADAPTERS
+
+    flags = {}
+    for name, cls in ADAPTERS.items():
+        hints = typing.get_type_hints(cls.settings_type)
+        for f in dataclasses.fields(cls.settings_type):  # type: ignore[arg-type]
+            dest = f"{name.replace('-', '_')}_{f.name}"
+            typ = hints.get(f.name)
+            parse = typ if typ in (int, float, str) else yaml.safe_load  # anything else: a YAML value
+            flags[dest] = (f"--{name}-{f.name.replace('_', '-')}", parse, f"{name}: {f.name} (default {f.default})")
+    return flags
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="adapt a backbone (frozen + head, or LoRA) and evaluate it",
-                       description="Train a segmentation head (and LoRA adapters) and evaluate on each test set.")
+    from emfm.adapters import ADAPTERS
+
+    p = sub.add_parser("train", help="adapt a backbone (frozen + head, LoRA, ...) and evaluate it",
+                       description="Train a segmentation head (and adapters) and evaluate on each test set.")
     p.add_argument("--config", help="YAML file with TrainConfig keys")
+    adapters = "; ".join(f"{n}: {c.summary}" for n, c in ADAPTERS.items())
     for name, typ in _FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None,
                        choices=_CHOICES.get(name), help=_HELP.get(name))
+        if name == "backbone":
+            p.add_argument(
+                "--adapter", choices=ADAPTERS.names(), default=None, help=f"how the backbone is adapted ({adapters})"
+            )
+    for dest, (flag, typ, text) in adapter_flags().items():
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
     p.add_argument("--balance", action="store_true", default=None, help="sample the training sets equally")
+    p.add_argument("--intensity-augment", action="store_true", default=None,
+                   help="random contrast, noise and blur on pixels the model sees live (pixel heads, LoRA)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key (repeatable)")
     p.add_argument("--out", help="run directory (default runs/<backbone>-<adapter>-<train>-s<seed>)")
@@ -59,12 +105,22 @@ def build_config(args: argparse.Namespace):
     from emfm.errors import ConfigError
 
     data = load_yaml(args.config) if args.config else {}
-    for name in _FLAGS:
+    for name in [*_FLAGS, "adapter", *adapter_flags()]:
         value = getattr(args, name)
         if value is not None:
             data[name] = value
     if args.balance:
         data["balance"] = True
+    if args.intensity_augment:
+        data["intensity_augment"] = True
+    for name, typ in _LISTS.items():
+        if isinstance(data.get(name), str):
+            try:
+                data[name] = [typ(v) for v in data[name].split(",") if v.strip()]
+            except ValueError:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} {data[name]!r}: expected a comma-separated list"
+                ) from None
     data = apply_overrides(data, args.overrides)
     missing = [k for k in ("backbone", "train") if not data.get(k)]
     if missing:
@@ -76,7 +132,9 @@ def default_out(config) -> Path:
     from emfm._io import safe_name
 
     backbone = Path(config.backbone).name if Path(config.backbone).exists() else config.backbone
-    return Path("runs") / safe_name(f"{backbone}-{config.adapter}-{config.head}-{'+'.join(config.train)}-s{config.seed}")
+    return Path("runs") / safe_name(
+        f"{backbone}-{config.adapter}-{config.head}-{'+'.join(config.train)}-s{config.seed}"
+    )
 
 
 def print_metrics(metrics: dict) -> None:
@@ -86,7 +144,8 @@ def print_metrics(metrics: dict) -> None:
     print(f"{'test set':<24} {'fg IoU':>8} {'Dice':>8} {'IoU (resized)':>14} {'slices':>7}")
     for name, m in rows:
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "  n/a"  # noqa: E731
-        print(f"{name:<24} {fmt(m['fg_iou']):>8} {fmt(m['dice']):>8} {fmt(m.get('fg_iou_resized')):>14} {m['n_slices']:>7}")
+        print(f"{name:<24} {fmt(m['fg_iou']):>8} {fmt(m['dice']):>8} "
+              f"{fmt(m.get('fg_iou_resized')):>14} {m['n_slices']:>7}")
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from emfm.evaluate.inference import native_prediction, slice_logits
 from emfm.evaluate.metrics import PooledCounts
 from emfm.features import StackFeatures
 from emfm.models.segmenter import Segmenter
-from emfm.transforms import mask_to_tensor
+from emfm.transforms import Preprocessing, mask_to_tensor
 
 
 @dataclass
@@ -45,12 +45,8 @@ class StackResult:
 def evaluate_stack(
     segmenter: Segmenter,
     stack: SliceStack,
+    preprocessing: Preprocessing,
     *,
-    resolution: int,
-    patch_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    intensity: str = "dtype",
     features: StackFeatures | None = None,
     keep_predictions: bool = True,
     progress: bool = True,
@@ -63,11 +59,8 @@ def evaluate_stack(
     segmenter.eval()
     native, resized, preds = PooledCounts(), PooledCounts(), []
     for i in tqdm(range(len(stack)), desc=f"testing {stack.dataset}", disable=not progress):
-        grid = features.grids[i] if features is not None else None
-        logits = slice_logits(
-            segmenter, stack.images[i], resolution=resolution, patch_size=patch_size,
-            mean=mean, std=std, intensity=intensity, grid=grid,
-        )
+        grids = features.head_grids(i, segmenter.layers) if features is not None else None
+        logits = slice_logits(segmenter, stack.images[i], preprocessing, grids=grids)
         pred = native_prediction(logits, stack.masks[i].shape)
         native.add(pred, stack.masks[i])
         small_truth = mask_to_tensor(stack.masks[i], logits.shape[-2:]).numpy()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emfm.errors import DataError
+
 
 @dataclass
 class PooledCounts:
@@ -31,7 +33,9 @@ class PooledCounts:
     def add(self, pred: np.ndarray, true: np.ndarray) -> None:
         """Add one slice; ``pred`` and ``true`` are boolean (or 0/1) arrays of the same shape."""
         if pred.shape != true.shape:
-            raise ValueError(f"prediction {pred.shape} and mask {true.shape} differ in shape")
+            raise DataError(
+                f"prediction {pred.shape} and mask {true.shape} differ in shape; a test mask must have its image's size"
+            )
         p = pred.astype(bool)
         t = true.astype(bool)
         inter = int(np.count_nonzero(p & t))

@@ -36,8 +36,7 @@ def evaluate_segmenter(
     results: dict[str, StackResult] = {}
     for name, stack in test_stacks.items():
         results[name] = evaluate_stack(
-            segmenter, stack, resolution=info.resolution, patch_size=info.patch_size, mean=info.mean,
-            std=info.std, intensity=info.intensity, features=(features or {}).get(name), progress=progress,
+            segmenter, stack, info.preprocessing, features=(features or {}).get(name), progress=progress
         )
         if save_predictions:
             _save_predictions(run_dir / "predictions" / f"{safe_name(name)}.tif", results[name].predictions)
@@ -48,7 +47,9 @@ def evaluate_segmenter(
         with_fg = [i for i, m in enumerate(stack.masks) if m.any()] or list(range(len(stack)))
         picks = sorted({with_fg[int(q * (len(with_fg) - 1))] for q in (0.25, 0.5, 0.75)})
         for i in picks:
-            panels.append((name, stack.ids[i], stack.images[i], stack.masks[i], res.predictions[i], res.native.per_slice[i]))
+            panels.append(
+                (name, stack.ids[i], stack.images[i], stack.masks[i], res.predictions[i], res.native.per_slice[i])
+            )
     plot_examples(panels, run_dir / "examples.png")
     return summarise(results, {n: s.ids for n, s in test_stacks.items()})
 
@@ -85,7 +86,6 @@ def evaluate_run(
     from emfm.config import TrainConfig, load_yaml
     from emfm.data import load_split
     from emfm.models.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from emfm.paths import dataset_root
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / rundir.CONFIG_NAME
@@ -96,7 +96,7 @@ def evaluate_run(
     config = TrainConfig.from_dict(load_yaml(cfg_path))
     names = test or list(config.test)
     root = data_root or config.data_root
-    stacks = {n: load_split(n, "test", dataset_root(n, root)) for n in names}
+    stacks = {n: load_split(n, "test", data_root=root) for n in names}
     segmenter, info = load_checkpoint(run_dir / CHECKPOINT_NAME)
     result = evaluate_segmenter(segmenter, info, stacks, run_dir, progress=progress)
     out = {"run_dir": str(run_dir), "backbone": info.backbone_name, **result}

@@ -1,28 +1,33 @@
 """Save and load a trained segmenter: the head and the adapters only, never the backbone.
 
 The checkpoint is one safetensors file whose metadata names the backbone it needs (as given and its
-weights digest), the head, the adapter settings and the preprocessing, so that ``emfm evaluate`` and
-``emfm predict`` can rebuild the exact model from it.
+weights digest), the head, the adapter and its settings, and the preprocessing, so that
+``emfm evaluate`` and ``emfm predict`` can rebuild the exact model from it. What the adapter keeps of
+the backbone (LoRA's low-rank matrices, say) is the adapter's business: tensors under ``adapter.``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from emfm._io import atomic_path
-from emfm.errors import RunDirError
+from emfm.errors import CheckpointFormatError, RunDirError
 from emfm.models.heads import create_head
-from emfm.models.lora import LoraSettings, apply_lora, load_lora_state_dict, lora_state_dict
 from emfm.models.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+# Checkpoints written before adapters were registered objects kept LoRA weights under "lora."
+# and its settings as flat lora_* fields; both are still read.
+_LEGACY_PREFIXES = ("adapter.", "lora.")
 
 
 @dataclass(frozen=True)
@@ -39,22 +44,52 @@ class ModelInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     intensity: str = "dtype"
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
     patch_size: int = 14
+    adapter_settings: Mapping[str, Any] = field(default_factory=dict)
+    layers: tuple[int, ...] = ()
+    scale: float | None = None
+    tile: int | None = None
+    overlap: int | None = None
+
+    @property
+    def preprocessing(self):
+        """The run's :class:`~emfm.transforms.Preprocessing`: what every slice goes through before the model."""
+        from emfm.transforms import Preprocessing
+
+        return Preprocessing(
+            self.resolution, self.patch_size, self.mean, self.std, self.intensity,  # type: ignore[arg-type]
+            scale=self.scale, tile=self.tile, overlap=self.overlap,
+        )
+
+    def make_adapter(self):
+        """The :class:`~emfm.adapters.Adapter` the run was trained with, with its settings."""
+        from emfm.adapters import create_adapter
+
+        return create_adapter(self.adapter, self.adapter_settings)
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> ModelInfo:
+        """Read the metadata dict, including checkpoints that stored adapter settings as flat keys."""
+        from emfm.config import fold_adapter_keys
+
+        meta = fold_adapter_keys(meta)
+        meta["mean"], meta["std"] = tuple(meta["mean"]), tuple(meta["std"])
+        meta["layers"] = tuple(meta.get("layers") or ())
+        return cls(**meta)
 
 
-def save_checkpoint(path: str | Path, segmenter: Segmenter, info: ModelInfo) -> None:
+def save_checkpoint(
+    path: str | Path, segmenter: Segmenter, info: ModelInfo, adapter_state: Mapping[str, torch.Tensor] | None = None
+) -> None:
+    """Write the head's weights and the adapter's backbone-side tensors (``adapter_state``, from
+    :meth:`~emfm.adapters.Adapter.state`; none for a frozen backbone)."""
     from safetensors.torch import save_file
 
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in segmenter.head.state_dict().items()}
-    if info.adapter == "lora":
-        if segmenter.backbone is None:
-            raise ValueError("a LoRA checkpoint needs the segmenter's backbone to read its adapters")
-        tensors.update({f"lora.{k}": v.detach().cpu().contiguous() for k, v in lora_state_dict(segmenter.backbone).items()})
+    tensors.update({f"adapter.{k}": v.detach().cpu().contiguous() for k, v in (adapter_state or {}).items()})
+    meta = {**asdict(info), "adapter_settings": dict(info.adapter_settings), "layers": list(info.layers)}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"emfm": json.dumps(asdict(info))})
+        save_file(tensors, str(tmp), metadata={"emfm": json.dumps(meta)})
 
 
 def read_info(path: str | Path) -> ModelInfo:
@@ -66,11 +101,14 @@ def read_info(path: str | Path) -> ModelInfo:
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {})["emfm"])
-    except Exception as exc:
+    except Exception as exc:  # safetensors raises several types for damaged files
         raise RunDirError(f"{path} is not an emfm checkpoint ({exc}); retrain the run") from None
-    meta["mean"] = tuple(meta["mean"])
-    meta["std"] = tuple(meta["std"])
-    return ModelInfo(**meta)
+    try:
+        return ModelInfo.from_metadata(meta)
+    except TypeError as exc:
+        raise CheckpointFormatError(
+            f"{path}: checkpoint metadata does not fit this emfm ({exc}); retrain the run"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, backbone=None) -> tuple[Segmenter, ModelInfo]:
@@ -88,12 +126,13 @@ def load_checkpoint(path: str | Path, backbone=None) -> tuple[Segmenter, ModelIn
             f"({info.backbone_name}) but {backbone.name} has {backbone.weights_id[:12]}; load the same weights"
         )
     tensors = load_file(str(path))
-    head = create_head(info.head, info.in_channels)
+    head = create_head(info.head, info.in_channels, num_layers=max(1, len(info.layers)), patch_size=info.patch_size)
     head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-    if info.adapter == "lora":
-        apply_lora(backbone, LoraSettings(info.lora_rank, info.lora_alpha, info.lora_dropout))
-        load_lora_state_dict(backbone, {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")})
-    segmenter = Segmenter(head, backbone).eval()
+    adapter = info.make_adapter()
+    adapter.prepare(backbone)
+    state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(_LEGACY_PREFIXES)}
+    adapter.load_state(backbone, state)
+    segmenter = Segmenter(head, backbone, layers=info.layers, preprocessing=info.preprocessing).eval()
     for p in segmenter.parameters():
         p.requires_grad_(False)
     return segmenter, info

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emfm._settings import unknown_keys_message
+from emfm.analysis.config import AnalysisConfig
 from emfm.config import TrainConfig, apply_overrides, load_yaml, split_names
 from emfm.errors import ConfigError
-
-_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 @dataclass(frozen=True)
@@ -45,26 +45,29 @@ class StudyConfig:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     adapter_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ablations: tuple[Ablation, ...] = ()
-    analysis: Mapping[str, Any] | None = None
+    analysis: AnalysisConfig | None = None  # backbone, data_root, cache_dir: filled in per backbone
     description: str = ""
 
     def __post_init__(self) -> None:
         for key in ("backbones", "adapters", "heads", "train_sets", "test_sets", "seeds"):
             if not getattr(self, key):
                 raise ConfigError(f"study {self.name!r}: {key} is empty; list at least one")
-        bad = sorted(set(self.defaults) - _TRAIN_KEYS)
+        train_keys = TrainConfig.accepted_keys()  # asked now: adapters registered after import count too
+        bad = set(self.defaults) - train_keys
         for over in self.adapter_overrides.values():
-            bad += sorted(set(over) - _TRAIN_KEYS)
+            bad |= set(over) - train_keys
         for ab in self.ablations:
-            bad += sorted(set(ab.settings) - _TRAIN_KEYS)
+            bad |= set(ab.settings) - train_keys
         if bad:
-            raise ConfigError(f"study {self.name!r}: unknown run setting(s) {bad}; valid: {', '.join(sorted(_TRAIN_KEYS))}")
+            raise ConfigError(f"study {self.name!r}: {unknown_keys_message(bad, train_keys, 'run setting')}")
         grid_keys = {"backbone", "adapter", "head", "train", "test", "seed"} & set(self.defaults)
         if grid_keys:
             raise ConfigError(f"study {self.name!r}: {sorted(grid_keys)} belong in the grid lists, not in defaults")
-        unknown_adapters = set(self.adapters) - {"frozen", "lora"}
-        if unknown_adapters:
-            raise ConfigError(f"study {self.name!r}: unknown adapter(s) {sorted(unknown_adapters)}; use frozen, lora")
+        from emfm.adapters import ADAPTERS
+
+        for adapter in [*self.adapters, *self.adapter_overrides, *(a for ab in self.ablations for a in ab.adapters)]:
+            if adapter not in ADAPTERS:
+                raise ConfigError(f"study {self.name!r}: {ADAPTERS.unknown_message(adapter)}")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
@@ -87,7 +90,8 @@ class StudyConfig:
         d["adapters"] = tuple(listify(d.get("adapters", ["frozen"])))
         d["heads"] = tuple(listify(d.get("heads", ["linear"])))
         d["train_sets"] = tuple(tuple(split_names(t)) for t in listify(d.get("train_sets")))
-        d["test_sets"] = tuple(split_names(d["test_sets"]) if isinstance(d.get("test_sets"), str) else listify(d.get("test_sets")))
+        tests = d.get("test_sets")
+        d["test_sets"] = tuple(split_names(tests) if isinstance(tests, str) else listify(tests))
         d["seeds"] = tuple(int(s) for s in listify(d.get("seeds", [0])))
         defaults = dict(d.get("defaults") or {})
         for key in ("data_root", "cache_dir"):
@@ -112,6 +116,7 @@ class StudyConfig:
                 )
             )
         d["ablations"] = tuple(abl)
+        d["analysis"] = _analysis_config(d.get("analysis"))
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +129,8 @@ class StudyConfig:
         ]
         for key in ("backbones", "adapters", "heads", "test_sets", "seeds"):
             d[key] = list(d[key])
+        if self.analysis is not None:
+            d["analysis"] = {k: v for k, v in self.analysis.to_dict().items() if k not in _STUDY_FILLS}
         return d
 
     def to_yaml(self) -> str:
@@ -135,3 +142,25 @@ class StudyConfig:
 def _resolve_path(name: str) -> str:
     p = Path(str(name)).expanduser()
     return str(p.resolve()) if p.exists() else str(name)
+
+
+#: AnalysisConfig keys the study fills in for each backbone: the backbone from ``backbones``, the
+#: paths from ``defaults`` (one data root and one feature cache for the runs and the analysis).
+_STUDY_FILLS = {
+    "backbone": "the analysis runs once per entry of the study's backbones",
+    "data_root": "the analysis reads the data_root of the study's defaults",
+    "cache_dir": "the analysis uses the cache_dir of the study's defaults",
+}
+
+
+def _analysis_config(block: Any) -> AnalysisConfig | None:
+    """The study's ``analysis:`` block, checked now (a typo fails before any run starts); None or an
+    empty block means no analysis."""
+    if not block:
+        return None
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"study analysis must be a mapping of analysis settings, got {block!r}")
+    filled = sorted(set(block) & set(_STUDY_FILLS))
+    if filled:
+        raise ConfigError(f"study analysis: remove {filled[0]!r}: {_STUDY_FILLS[filled[0]]}")
+    return AnalysisConfig.from_dict(block)

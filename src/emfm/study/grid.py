@@ -25,6 +25,11 @@ class RunSpec:
         return Path(study_dir) / "runs" / self.run_id
 
 
+def analysis_dir(study_dir: str | Path, backbone: str) -> Path:
+    """Where a study keeps a backbone's representation analysis."""
+    return Path(study_dir) / "analysis" / safe_name(Path(backbone).name)
+
+
 def _run_id(config: TrainConfig, ablation: str) -> str:
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
     backbone = Path(config.backbone).name
@@ -45,8 +50,8 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
 
     def add(backbone: str, adapter: str, head: str, train: tuple[str, ...], seed: int, extra: dict, label: str) -> None:
         settings = {**study.defaults, **study.adapter_overrides.get(adapter, {}), **extra}
-        config = TrainConfig(
-            backbone=backbone, adapter=adapter, head=head, train=train, test=study.test_sets, seed=seed, **settings
+        config = TrainConfig.from_dict(
+            dict(settings, backbone=backbone, adapter=adapter, head=head, train=train, test=study.test_sets, seed=seed)
         )
         run_id = _run_id(config, label)
         if run_id not in seen:

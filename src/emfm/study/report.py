@@ -18,8 +18,8 @@ from emfm import rundir
 from emfm._io import atomic_write_text
 from emfm._plotting import new_figure, save_figure
 from emfm.study.aggregate import summarise_cells
-from emfm.study.config import StudyConfig
-from emfm.study.grid import RunSpec
+from emfm.study.config import Ablation, StudyConfig
+from emfm.study.grid import RunSpec, analysis_dir
 
 # The study's own figures (protocol.md): official DINOv2 with registers at 1022 px, deconv head.
 REFERENCE = [
@@ -36,7 +36,8 @@ def _fmt(mean: float, sd: float | None, n: int) -> str:
 
 def _row_label(cell: dict[str, Any]) -> tuple[str, ...]:
     label = cell["ablation"] or ("balanced" if str(cell["balance"]) == "True" else "")
-    return (cell["backbone"], cell["adapter"], cell["head"], str(cell["resolution"]), cell["train_sets"].replace("+", " + "), label)
+    trained_on = cell["train_sets"].replace("+", " + ")
+    return (cell["backbone"], cell["adapter"], cell["head"], str(cell["resolution"]), trained_on, label)
 
 
 def results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[tuple[str, ...]]]:
@@ -85,7 +86,9 @@ def plot_by_train_set(rows: Sequence[dict[str, Any]], path: Path) -> None:
     cells = [c for c in summarise_cells(rows) if c["test_set"] != "pooled"]
     tests = sorted({c["test_set"] for c in cells})
     trains = list(dict.fromkeys(c["train_sets"] for c in cells))
-    series = list(dict.fromkeys((c["backbone"], c["adapter"], c["head"], c["ablation"], c["resolution"]) for c in cells))
+    series = list(
+        dict.fromkeys((c["backbone"], c["adapter"], c["head"], c["ablation"], c["resolution"]) for c in cells)
+    )
     fig = new_figure(figsize=(max(5.5, 2.2 * len(trains)) * len(tests), 4.4), dpi=110)
     axes = fig.subplots(1, len(tests), squeeze=False)
     width = 0.8 / max(len(series), 1)
@@ -94,7 +97,8 @@ def plot_by_train_set(rows: Sequence[dict[str, Any]], path: Path) -> None:
     for ax, test in zip(axes[0], tests):
         labelled: set[int] = set()
         for k, ser in enumerate(series):
-            label = " ".join(str(p) for p in (ser[1], ser[2], f"{ser[4]} px", ser[3]) if p) + (f" [{ser[0]}]" if many_backbones else "")
+            label = " ".join(str(p) for p in (ser[1], ser[2], f"{ser[4]} px", ser[3]) if p)
+            label += f" [{ser[0]}]" if many_backbones else ""
             for j, train in enumerate(trains):
                 match = [c for c in cells if c["test_set"] == test and c["train_sets"] == train
                          and (c["backbone"], c["adapter"], c["head"], c["ablation"], c["resolution"]) == ser]
@@ -134,10 +138,13 @@ def plot_by_backbone(rows: Sequence[dict[str, Any]], path: Path) -> None:
         for k, ad in enumerate(adapters):
             xs, means, sds = [], [], []
             for j, b in enumerate(backbones):
-                m = [c for c in cells if c["test_set"] == test and c["backbone"] == b and (c["adapter"], c["head"], c["resolution"]) == ad]
+                m = [c for c in cells if c["test_set"] == test and c["backbone"] == b
+                     and (c["adapter"], c["head"], c["resolution"]) == ad]
                 if m:
                     x = j - 0.4 + width * (k + 0.5)
-                    xs.append(x); means.append(m[0]["mean"]); sds.append(m[0]["sd"] or 0)
+                    xs.append(x)
+                    means.append(m[0]["mean"])
+                    sds.append(m[0]["sd"] or 0)
                     ax.scatter(np.full(len(m[0]["values"]), x), m[0]["values"], s=10, color="black", zorder=3)
             ax.bar(xs, means, width * 0.9, yerr=sds, capsize=3, label=f"{ad[0]} + {ad[1]}, {ad[2]} px")
         ax.set_xticks(range(len(backbones)), backbones, rotation=15, ha="right")
@@ -161,7 +168,8 @@ def _splits_text(specs: Sequence[RunSpec], out: Path) -> str:
             if key.startswith("test:"):
                 name = key[5:]
                 ids = value["test"]
-                seen.setdefault(f"{name} test", f"{len(ids)} slices" + (f": {', '.join(ids)}" if len(ids) <= 20 else f" ({ids[0]}..{ids[-1]})"))
+                listed = f": {', '.join(ids)}" if len(ids) <= 20 else f" ({ids[0]}..{ids[-1]})"
+                seen.setdefault(f"{name} test", f"{len(ids)} slices" + listed)
             else:
                 seen.setdefault(f"{key} train/val", f"{len(value['train'])} / {len(value['val'])} slices"
                                 + (f" (val: {', '.join(value['val'])})" if len(value["val"]) <= 20 else ""))
@@ -180,6 +188,7 @@ def _versions(specs: Sequence[RunSpec], out: Path) -> str:
 
 def _analysis_tables(result: dict[str, Any]) -> str:
     """The analysis numbers as Markdown tables: distances with intervals and baselines, probes, PCA."""
+    nan = float("nan")
     out: list[str] = []
     for comp in result.get("comparisons", []):
         a, b = comp["datasets"]
@@ -196,8 +205,8 @@ def _analysis_tables(result: dict[str, Any]) -> str:
             n = v.get("n_samples") or v.get("n_images") or {}
             note = " (singular covariance)" if v.get("singular") else ""
             out.append(
-                f"| {dist} | {est}{note} | {v['value']:.2f} | {iv.get('low', float('nan')):.2f} – {iv.get('high', float('nan')):.2f} | "
-                f"{(bl.get(a) or {}).get('mean', float('nan')):.2f} | {(bl.get(b) or {}).get('mean', float('nan')):.2f} | "
+                f"| {dist} | {est}{note} | {v['value']:.2f} | {iv.get('low', nan):.2f} – {iv.get('high', nan):.2f} | "
+                f"{(bl.get(a) or {}).get('mean', nan):.2f} | {(bl.get(b) or {}).get('mean', nan):.2f} | "
                 f"{' / '.join(str(n[k]) for k in (a, b) if k in n)} | {v.get('dim', '')} |"
             )
         probe = comp.get("domain_probe")
@@ -205,10 +214,10 @@ def _analysis_tables(result: dict[str, Any]) -> str:
             h, cv = probe.get("holdout", {}), probe.get("cross_validation", {})
             out.append(
                 f"\nDomain probe (logistic regression on PCA-{probe.get('n_components')} features): hold-out accuracy "
-                f"{h.get('accuracy', float('nan')):.3f}, balanced accuracy {h.get('balanced_accuracy', float('nan')):.3f}, "
-                f"ROC-AUC {h.get('roc_auc', float('nan')):.3f} (majority-class accuracy {h.get('majority_accuracy', float('nan')):.3f}); "
-                f"{cv.get('n_folds')}-fold CV balanced accuracy {cv.get('balanced_accuracy_mean', float('nan')):.3f} ± "
-                f"{cv.get('balanced_accuracy_std', float('nan')):.3f}, AUC {cv.get('roc_auc_mean', float('nan')):.3f}.\n"
+                f"{h.get('accuracy', nan):.3f}, balanced accuracy {h.get('balanced_accuracy', nan):.3f}, "
+                f"ROC-AUC {h.get('roc_auc', nan):.3f} (majority-class accuracy {h.get('majority_accuracy', nan):.3f}); "
+                f"{cv.get('n_folds')}-fold CV balanced accuracy {cv.get('balanced_accuracy_mean', nan):.3f} ± "
+                f"{cv.get('balanced_accuracy_std', nan):.3f}, AUC {cv.get('roc_auc_mean', nan):.3f}.\n"
             )
     probes = result.get("mitochondria_probe") or {}
     if probes:
@@ -220,7 +229,8 @@ def _analysis_tables(result: dict[str, Any]) -> str:
         out.append("|" + " --- |" * (len(names) + 1))
         for i, layer in enumerate(layers):
             out.append(f"| {layer} | " + " | ".join(f"{probes[n]['iou'][i]:.3f}" for n in names) + " |")
-        out.append("| all patches foreground | " + " | ".join(f"{probes[n].get('trivial_iou', float('nan')):.3f}" for n in names) + " |")
+        trivial = " | ".join(f"{probes[n].get('trivial_iou', nan):.3f}" for n in names)
+        out.append("| all patches foreground | " + trivial + " |")
     pca = result.get("pca") or {}
     if pca.get("explained_variance_ratio"):
         ev = pca["explained_variance_ratio"]
@@ -232,7 +242,6 @@ def _analysis_tables(result: dict[str, Any]) -> str:
 def _analysis_section(analysis: dict[str, dict], out: Path, figures: Path) -> str:
     import shutil
 
-    from emfm.study.runner import analysis_dir
 
     parts = []
     for backbone, result in analysis.items():
@@ -256,31 +265,58 @@ def write_report(
     analysis: dict[str, dict],
     out: str | Path,
 ) -> dict[str, str]:
-    """Write ``report.md``, ``report.html``, ``results.tex`` and ``figures/`` under ``out``."""
-    import markdown
+    """Write ``report.md``, ``report.html``, ``results.tex`` and ``figures/`` under ``out``.
 
+    The table and figures are written first because the Markdown embeds the LaTeX and links the figures;
+    the sections are then built in reading order (the analysis section copies its figures as it goes).
+    """
     out = Path(out)
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
     header, body, _ = results_table(rows)
-    caption = f"Foreground IoU (pooled over each test set, native resolution), mean ± sd over seeds; study {study.name}."
+    caption = (
+        f"Foreground IoU (pooled over each test set, native resolution), mean ± sd over seeds; study {study.name}."
+    )
     latex = latex_table(header, body, caption)
     atomic_write_text(out / "results.tex", latex + "\n")
     if rows:
         plot_by_train_set(rows, figures / "iou_by_train_set.png")
         plot_by_backbone(rows, figures / "iou_by_backbone.png")
-    d = study.defaults
+    sections = [
+        _title_section(study, specs, rows),
+        _section("Results", _results_text(header, body, latex)),
+        _section("Ablations", _ablations_text(body)),
+        _section("Reference: the published study", _reference_text()),
+        _section("Representation analysis", _analysis_section(analysis, out, figures)),
+        _section("Protocol", _protocol_text(study)),
+        _section("Splits", _splits_text(specs, out) or "No run has finished yet."),
+        _section("Software", _versions(specs, out)),
+    ]
+    text = "\n".join(sections)
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "report.html", _html_page(text, study.name, out))
+    return {"report": str(out / "report.md"), "html": str(out / "report.html")}
+
+
+def _section(title: str, body: str) -> str:
+    """One ``## title`` section; sections are joined by a blank line."""
+    return f"## {title}\n\n{body}\n"
+
+
+def _title_section(study: StudyConfig, specs: Sequence[RunSpec], rows: Sequence[dict[str, Any]]) -> str:
+    """Title, description and how far the study is: a partial report must say it is partial."""
     done = len({r["run_id"] for r in rows})
-    pairing_rows = [r for r in body if r[5]]
-    text = f"""# emfm study: {study.name}
+    return f"""# emfm study: {study.name}
 
 {study.description.strip()}
 
 Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; {done} of {len(specs)} runs complete.
+"""
 
-## Results
 
-Foreground IoU pooled over each test set (total intersection over total union of the foreground class,
+def _results_text(header: Sequence[str], body: Sequence[Sequence[str]], latex: str) -> str:
+    """The results table with what its numbers mean, the two figures, and the LaTeX for a paper."""
+    return f"""Foreground IoU pooled over each test set (total intersection over total union of the foreground class,
 at each mask's native resolution), mean ± sample SD over seeds, n = number of seeds. "pooled" is the
 union of all test sets, dominated by the larger one. Per-run numbers, Dice and the study's resized-
 resolution IoU are in `results.csv`.
@@ -295,58 +331,71 @@ LaTeX (also in `results.tex`):
 
 ```latex
 {latex}
-```
+```"""
 
-## Ablations
 
-{("Rows with a variant label are ablations. `text-sorted` pairs Lucchi++ images with masks by text-sorted file names, "
-  "the data-composition mistake behind the study's ~0.05 joint-training figures: it applies to the training data; "
-  "test sets are always paired by number, so these rows measure the damage done to the model. Compare each with the "
-  "same row without the label.") if pairing_rows else "No ablation in this study."}
+def _ablations_text(body: Sequence[Sequence[str]]) -> str:
+    """How to read the rows with a variant label (column 5), or that there are none."""
+    if not any(row[5] for row in body):
+        return "No ablation in this study."
+    return (
+        "Rows with a variant label are ablations. `text-sorted` pairs Lucchi++ images with masks by text-sorted "
+        "file names, the data-composition mistake behind the study's ~0.05 joint-training figures: it applies to "
+        "the training data; test sets are always paired by number, so these rows measure the damage done to the "
+        "model. Compare each with the same row without the label."
+    )
 
-## Reference: the published study
 
-Official DINOv2 with registers, 1022 px, deconv head, Lucchi++ (Fuster-Barceló and Uhlmann 2026, read from its
-repository; mean ± SD over 5 seeds, IoU at the resized resolution). Not comparable one to one with backbones of other
-weights, heads or resolutions.
+def _reference_text() -> str:
+    """The published study's numbers, with the caveats that keep them from being compared one to one."""
+    rows = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in REFERENCE)
+    return (
+        "Official DINOv2 with registers, 1022 px, deconv head, Lucchi++ (Fuster-Barceló and Uhlmann 2026, read "
+        "from its\nrepository; mean ± SD over 5 seeds, IoU at the resized resolution). Not comparable one to one "
+        "with backbones of other\nweights, heads or resolutions.\n\n"
+        "| backbone | Lucchi++ frozen | Lucchi++ LoRA |\n| --- | --- | --- |\n" + rows
+    )
 
-| backbone | Lucchi++ frozen | Lucchi++ LoRA |
-| --- | --- | --- |
-{chr(10).join(f"| {a} | {b} | {c} |" for a, b, c in REFERENCE)}
 
-## Representation analysis
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
-{_analysis_section(analysis, out, figures)}
 
-## Protocol
+def _ablation_text(ablation: Ablation) -> str:
+    """One ablation: its settings and what it is restricted to (adapters, training sets, seeds)."""
+    text = f"{ablation.name}: " + _settings(ablation.settings)
+    if ablation.adapters:
+        text += f" (adapters {', '.join(ablation.adapters)})"
+    if ablation.train_sets:
+        text += f" (trained on {', '.join('+'.join(t) for t in ablation.train_sets)})"
+    if ablation.seeds:
+        text += f" (seeds {', '.join(map(str, ablation.seeds))})"
+    return text
 
-- Backbones: {", ".join(f"`{Path(b).name}`" for b in study.backbones)}. A backbone is reported under its own name;
+
+def _protocol_text(study: StudyConfig) -> str:
+    """What was run and how, so a reader can judge the numbers without opening the config."""
+    shared = {k: v for k, v in study.defaults.items() if k not in ("data_root", "cache_dir")}
+    per_adapter = "; ".join(f"{a}: " + _settings(o) for a, o in study.adapter_overrides.items())
+    ablations = "; ".join(_ablation_text(a) for a in study.ablations)
+    backbones = ", ".join(f"`{Path(b).name}`" for b in study.backbones)
+    return f"""- Backbones: {backbones}. A backbone is reported under its own name;
   a local checkpoint is never called by the name of the model it was initialised from.
 - Adapters: {", ".join(study.adapters)}; heads: {", ".join(study.heads)}; seeds: {", ".join(map(str, study.seeds))}.
-- Shared settings: {", ".join(f"{k}={v}" for k, v in d.items() if k not in ("data_root", "cache_dir")) or "the defaults"}.
-- Per-adapter settings: {"; ".join(f"{a}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for a, o in study.adapter_overrides.items()) or "none"}.
-- Ablations: {"; ".join(f"{a.name}: " + ", ".join(f"{k}={v}" for k, v in a.settings.items())
-                        + (f" (adapters {', '.join(a.adapters)})" if a.adapters else "")
-                        + (f" (trained on {', '.join('+'.join(t) for t in a.train_sets)})" if a.train_sets else "")
-                        + (f" (seeds {', '.join(map(str, a.seeds))})" if a.seeds else "")
-                        for a in study.ablations) or "none"}.
+- Shared settings: {_settings(shared) or "the defaults"}.
+- Per-adapter settings: {per_adapter or "none"}.
+- Ablations: {ablations or "none"}.
 - Training: AdamW, Dice loss with softmax over both classes, gradient clipping, early stopping on validation
   loss; the weights of the best validation epoch are kept. Validation: 10% of each training set (seed 42),
   shipped as split files.
 - Input: grey slices repeated to 3 channels, normalised, resized so the longest edge is the resolution and
   each side floored to a multiple of the patch size; logits resized bilinearly to each mask's native size
-  before the argmax.
+  before the argmax."""
 
-## Splits
 
-{_splits_text(specs, out) or "No run has finished yet."}
-
-## Software
-
-{_versions(specs, out)}
-"""
-    atomic_write_text(out / "report.md", text)
-    html_body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+def _html_page(text: str, title: str, out: Path) -> str:
+    """The Markdown as one self-contained HTML page: figures under ``out`` are embedded as data URIs."""
+    import markdown
 
     def embed(match: re.Match) -> str:
         path = out / match.group(1)
@@ -355,14 +404,13 @@ weights, heads or resolutions.
         data = base64.b64encode(path.read_bytes()).decode()
         return f'src="data:image/png;base64,{data}"'
 
+    html_body = markdown.markdown(text, extensions=["tables", "fenced_code"])
     html_body = re.sub(r'src="([^"]+\.png)"', embed, html_body)
-    html = (
+    return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>emfm study {study.name}</title><style>"
+        f"<title>emfm study {title}</title><style>"
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
         "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px}"
         "th{background:#f3f3f3}img{max-width:100%}pre{background:#f7f7f7;padding:0.8em;overflow-x:auto}"
         f"</style></head><body>{html_body}</body></html>"
     )
-    atomic_write_text(out / "report.html", html)
-    return {"report": str(out / "report.md"), "html": str(out / "report.html")}

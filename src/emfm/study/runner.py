@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emfm import rundir
-from emfm._io import atomic_write_text, safe_name
+from emfm._io import atomic_write_text
 from emfm.study.config import StudyConfig
-from emfm.study.grid import RunSpec, expand_grid
+from emfm.study.grid import RunSpec, analysis_dir, expand_grid
 
 log = logging.getLogger(__name__)
 
@@ -121,29 +121,26 @@ def _submit(specs: Sequence[RunSpec], out: Path, executor: str, params: Mapping[
     return [ex.submit(_run_one, spec, str(out)) for spec in specs]
 
 
-def analysis_dir(out: Path, backbone: str) -> Path:
-    return out / "analysis" / safe_name(Path(backbone).name)
-
-
 def run_analyses(study: StudyConfig, out: Path) -> dict[str, dict]:
-    """The representation analysis once per backbone (skipped where ``analysis.json`` exists)."""
+    """The representation analysis once per backbone (skipped where ``analysis.json`` exists), with
+    the data root and feature cache of the study's defaults."""
     import json
 
     from emfm.analysis import run_analysis
 
-    results = {}
-    settings = dict(study.analysis or {})
+    results: dict[str, dict] = {}
+    if study.analysis is None:
+        return results
     for backbone in study.backbones:
         d = analysis_dir(out, backbone)
         path = d / "analysis.json"
         if not path.is_file():
-            run_analysis(
+            config = study.analysis.replace(
                 backbone=backbone,
-                out=d,
                 data_root=study.defaults.get("data_root"),
                 cache_dir=study.defaults.get("cache_dir"),
-                **settings,
             )
+            run_analysis(config, d)
         results[backbone] = json.loads(path.read_text())
     return results
 

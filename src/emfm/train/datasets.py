@@ -1,4 +1,4 @@
-"""Torch datasets over in-memory stacks: cached feature grids (frozen) or pixels (LoRA).
+"""Batching and sampling shared by every kind of training item (:mod:`emfm.train.crops`).
 
 Slices of different datasets have different sizes (Lucchi++ 378 x 518, VNC 518 x 518 at 518 px), so
 batches are lists, not stacked tensors; the LightningModule runs the head once per size group.
@@ -9,53 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
-
-from emfm.data._stack import SliceStack
-from emfm.transforms import image_to_tensor, mask_to_tensor
-
-
-class FeatureItems(Dataset):
-    """(cached patch grid, mask at the network's input size) pairs."""
-
-    def __init__(self, grids: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], sources: Sequence[int]) -> None:
-        self.grids, self.masks, self.sources = list(grids), list(masks), list(sources)
-
-    def __len__(self) -> int:
-        return len(self.grids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
-        return {"grid": self.grids[i], "mask": self.masks[i], "source": self.sources[i]}
-
-
-class PixelItems(Dataset):
-    """(normalised pixels, mask) pairs, resized on the fly so memory stays at one batch."""
-
-    def __init__(
-        self,
-        stacks: Sequence[SliceStack],
-        sizes: Sequence[Sequence[tuple[int, int]]],
-        mean: Sequence[float],
-        std: Sequence[float],
-        intensity: str = "dtype",
-    ) -> None:
-        self.items = [(s, i, size[i], k) for k, (s, size) in enumerate(zip(stacks, sizes)) for i in range(len(s))]
-        self.mean, self.std, self.intensity = tuple(mean), tuple(std), intensity
-
-    @property
-    def sources(self) -> list[int]:
-        return [k for *_, k in self.items]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, j: int) -> dict[str, torch.Tensor | int]:
-        stack, i, size, k = self.items[j]
-        return {
-            "pixels": image_to_tensor(stack.images[i], size, self.mean, self.std, intensity=self.intensity),
-            "mask": mask_to_tensor(stack.masks[i], size),
-            "source": k,
-        }
+from torch.utils.data import Sampler, WeightedRandomSampler
 
 
 def list_collate(batch: list[dict]) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import lightning as L
 import torch
@@ -15,48 +14,57 @@ log = logging.getLogger(__name__)
 
 
 class SegmentationModule(L.LightningModule):
-    """Trains a :class:`Segmenter` from cached grids (``frozen``) or from pixels (``lora``).
+    """Trains a :class:`Segmenter` from cached grids (frozen backbones) or from pixels (live encoding).
 
-    Batches are lists of items (see ``emfm.train.datasets``); items of one size are run together.
-    Only parameters with ``requires_grad`` go to the optimiser: the head, plus LoRA adapters.
+    Batches are lists of items (see ``emfm.train.crops``): each has a ``mask`` and ``grids`` (cached
+    token grids, one per layer the head reads) and/or ``pixels``; items of one size run together.
+    Only parameters with ``requires_grad`` go to the optimiser: the head, plus any adapter's.
     """
 
-    def __init__(
-        self,
-        segmenter: Segmenter,
-        *,
-        inputs: Literal["grid", "pixels"],
-        lr: float,
-        weight_decay: float,
-    ) -> None:
+    def __init__(self, segmenter: Segmenter, *, lr: float, weight_decay: float, loss: str = "dice") -> None:
         super().__init__()
         self.segmenter = segmenter
-        self.inputs = inputs
         self.lr = lr
         self.weight_decay = weight_decay
+        self.loss_name = loss
+
+    def _logits(self, items: list[dict], size) -> torch.Tensor:
+        pixels = torch.stack([it["pixels"] for it in items]).to(self.device) if "pixels" in items[0] else None
+        if "grids" in items[0]:
+            grids = [
+                torch.stack([it["grids"][j] for it in items]).to(self.device) for j in range(len(items[0]["grids"]))
+            ]
+            return self.segmenter.head_logits(grids, pixels, size)
+        return self.segmenter(pixels)
 
     def _logits_and_targets(self, batch: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         groups: dict[tuple[int, ...], list[dict]] = {}
         for item in batch:
-            groups.setdefault(tuple(item[self.inputs].shape), []).append(item)
+            groups.setdefault(tuple(item["mask"].shape), []).append(item)
         logits, targets = [], []
-        for items in groups.values():
-            x = torch.stack([it[self.inputs] for it in items]).to(self.device)
+        for shape, items in groups.items():
             y = torch.stack([it["mask"] for it in items]).to(self.device)
-            if self.inputs == "grid":
-                logits.append(self.segmenter.logits_from_grid(x, y.shape[-2:]))
-            else:
-                logits.append(self.segmenter(x))
+            logits.append(self._logits(items, shape))
             targets.append(y)
         return logits, targets
 
+    def loss(self, batch: list[dict]) -> torch.Tensor:
+        logits, targets = self._logits_and_targets(batch)
+        value = dice_loss(logits, targets)
+        if self.loss_name == "dice_ce":
+            import torch.nn.functional as F
+
+            ce = sum(F.cross_entropy(lg.float(), y, reduction="sum") for lg, y in zip(logits, targets))
+            value = value + ce / sum(y.numel() for y in targets)
+        return value
+
     def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
-        loss = dice_loss(*self._logits_and_targets(batch))
+        loss = self.loss(batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True)
         return loss
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
-        loss = dice_loss(*self._logits_and_targets(batch))
+        loss = self.loss(batch)
         self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True)
         return loss
 
@@ -97,6 +105,16 @@ class KeepBest(L.Callback):
             module.segmenter.load_state_dict(self.best_state, strict=False)
 
 
+class NewCropsEachEpoch(L.Callback):
+    """Tell a crop dataset which epoch it is, so each epoch draws new windows (repeatably)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(trainer.current_epoch)
+
+
 class History(L.Callback):
     """Per-epoch train and validation loss, for metrics.json and the curve figure."""
 
@@ -106,8 +124,9 @@ class History(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: SegmentationModule) -> None:
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
+        validated = (trainer.current_epoch + 1) % (trainer.check_val_every_n_epoch or 1) == 0
         for key in ("train_loss", "val_loss"):
-            if key in m:
+            if key in m and (key == "train_loss" or validated):  # no stale val_loss between validations
                 row[key] = float(m[key])
         self.rows.append(row)
         # Without a progress bar (clusters, logs) the epochs would pass in silence.

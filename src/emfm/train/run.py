@@ -1,13 +1,16 @@
-"""One training run end to end: load, adapt, train, evaluate, and write the run directory.
+"""One training run end to end, as named stages: resolve, data, prepare, fit, evaluate, write.
 
-Everything that can be checked is checked before the backbone runs (unknown head or dataset, a
-resolution no patch size fits, an empty test set, a run directory that holds another run).
+Everything that can be checked is checked before the backbone runs (unknown head, adapter or
+dataset, a resolution no patch size fits, an empty test set, a run directory that holds another run).
+How the backbone is adapted is the adapter's business (:mod:`emfm.adapters`): this module only asks
+it whether it trains on cached features or on pixels, and what it keeps in the checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,7 @@ from emfm._io import atomic_write_json, finite_json
 from emfm.config import TrainConfig
 from emfm.data._stack import SliceStack
 from emfm.errors import ConfigError, DataError
-from emfm.paths import dataset_root
-from emfm.transforms import IMAGENET_MEAN, IMAGENET_STD, mask_to_tensor, resized_shape
+from emfm.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,25 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return config.replace(**changes) if changes else config
 
 
-def load_stacks(
-    config: TrainConfig, *, progress: bool = True
-) -> tuple[dict[str, tuple[SliceStack, SliceStack]], dict[str, SliceStack]]:
+@dataclass
+class RunData:
+    """The run's slices: (train, val) per training set and the test stack per test set."""
+
+    train: dict[str, tuple[SliceStack, SliceStack]]
+    test: dict[str, SliceStack]
+
+    def all_stacks(self) -> list[SliceStack]:
+        return [s for pair in self.train.values() for s in pair] + list(self.test.values())
+
+    def splits_record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            name: {"train": tr.ids, "val": va.ids, "pairing": tr.pairing} for name, (tr, va) in self.train.items()
+        }
+        out.update({f"test:{name}": {"test": st.ids} for name, st in self.test.items()})
+        return out
+
+
+def load_stacks(config: TrainConfig, *, progress: bool = True) -> RunData:
     """Training (train, val) stacks per training set and test stacks per test set.
 
     The pairing ablation (``text-sorted``) applies to the training data only; test sets are always
@@ -45,16 +63,15 @@ def load_stacks(
     from emfm.data import get_dataset, load_split
 
     for name in set(config.train) & set(config.test):
-        if name.startswith("folder:") and not getattr(get_dataset(name), "has_test_split", True):
+        if not get_dataset(name).has_test_split:
             raise ConfigError(
                 f"{name} is both a training and a test set but has no test/ part, so the test would score "
                 f"slices the model was trained on; add PATH/test/images and PATH/test/masks or test on another set"
             )
     train: dict[str, tuple[SliceStack, SliceStack]] = {}
     for name in config.train:
-        root = dataset_root(name, config.data_root)
-        tr = load_split(name, "train", root, pairing=config.pairing, progress=progress)
-        va = load_split(name, "val", root, pairing=config.pairing, progress=progress)
+        tr = load_split(name, "train", data_root=config.data_root, pairing=config.pairing, progress=progress)
+        va = load_split(name, "val", data_root=config.data_root, pairing=config.pairing, progress=progress)
         if config.max_train_slices:
             tr = tr.subset(tr.ids[: config.max_train_slices], "train")
         if len(tr) == 0:
@@ -62,11 +79,133 @@ def load_stacks(
         train[name] = (tr, va)
     test = {}
     for name in config.test:
-        st = load_split(name, "test", dataset_root(name, config.data_root), progress=progress)
+        st = load_split(name, "test", data_root=config.data_root, progress=progress)
         if len(st) == 0:
             raise DataError(f"test set {name} has no slices; check --data-root or the dataset's split")
         test[name] = st
-    return train, test
+    return RunData(train, test)
+
+
+@dataclass
+class Plan:
+    """A resolved run: config, its adapter, the backbone, the preprocessing every slice gets, the
+    blocks the head reads (0-based, the last one is the final grid) and the learning rate."""
+
+    config: TrainConfig
+    adapter: Any
+    backbone: Any
+    preprocessing: Preprocessing
+    layers: tuple[int, ...]
+    lr: float
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The training slices' augmentation variants (the slice itself first)."""
+        return ("identity", *(v for v in self.config.augment if v != "identity"))
+
+    @property
+    def intermediate_layers(self) -> list[int]:
+        return [j for j in self.layers if j != self.backbone.num_layers - 1]
+
+
+def run_preprocessing(config: TrainConfig, backbone) -> Preprocessing:
+    """The run's preprocessing: whole-slice resize (the study's) or tiles at a pixel scale."""
+    imagenet = config.normalisation == "imagenet"
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (backbone.mean, backbone.std)
+    tiled = config.scale is not None
+    if tiled and config.tile % backbone.patch_size:
+        raise ConfigError(
+            f"tile {config.tile} is not a multiple of the patch size {backbone.patch_size}; "
+            f"use {config.tile // backbone.patch_size * backbone.patch_size}"
+        )
+    return Preprocessing(
+        config.resolution, backbone.patch_size, mean, std, config.intensity,  # type: ignore[arg-type]
+        scale=config.scale, tile=config.tile if tiled else None, overlap=config.tile_overlap if tiled else None,
+    )
+
+
+def resolve(config: TrainConfig, data: RunData, backbone=None) -> Plan:
+    """Build the adapter and the backbone, fix the preprocessing, layers and learning rate, and check
+    that every slice's size and the crop fit."""
+    from emfm.models.heads import head_default_lr, head_layers
+    from emfm.models.segmenter import resolve_layers
+
+    adapter = config.make_adapter()
+    if backbone is None:
+        from emfm.backbones import create_backbone
+
+        backbone = create_backbone(config.backbone)
+    prep = run_preprocessing(config, backbone)
+    for stack in data.all_stacks():
+        for img in stack.images[:1]:
+            prep.network_size(img.shape)  # raises ConfigError if nothing fits
+    if config.crop is not None and config.crop % prep.patch_size:
+        raise ConfigError(f"crop {config.crop} is not a multiple of the patch size {prep.patch_size}")
+    layers = resolve_layers(config.layers or head_layers(config.head, backbone.num_layers), backbone.num_layers)
+    lr = config.lr if config.lr is not None else head_default_lr(config.head)
+    return Plan(config, adapter, backbone, prep, layers, lr)
+
+
+@dataclass
+class Model:
+    """What the prepare stage hands to fit: the segmenter, cached features, parameter counts."""
+
+    segmenter: Any
+    features: dict[str, Any] = field(default_factory=dict)
+    feature_counts: dict[str, int] = field(default_factory=lambda: {"computed": 0, "cached": 0})
+    head_params: int = 0
+    adapter_params: int = 0
+
+
+def encode_all(plan: Plan, data: RunData, *, progress: bool) -> tuple[dict[str, Any], dict[str, int]]:
+    """Features of every train, val and test slice through the on-disk cache (frozen backbones)."""
+    from emfm.features import FeatureCache, encode_stack
+    from emfm.paths import cache_root
+
+    cfg = plan.config
+    cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "features")
+    counts = {"computed": 0, "cached": 0}
+    jobs = [(f"train:{n}:{v}", tr, v) for n, (tr, _) in data.train.items() for v in plan.variants]
+    jobs += [(f"val:{n}:identity", va, "identity") for n, (_, va) in data.train.items()]
+    jobs += [(f"test:{n}:identity", st, "identity") for n, st in data.test.items()]
+    features = {}
+    for key, stack, variant in jobs:
+        f = encode_stack(
+            plan.backbone, stack, preprocessing=plan.preprocessing, variant=variant, cache=cache,
+            layers=plan.intermediate_layers, progress=progress,
+        )
+        counts["computed"] += f.n_computed
+        counts["cached"] += f.n_cached
+        features[key] = f
+    return features, counts
+
+
+def prepare(plan: Plan, data: RunData, *, progress: bool) -> Model:
+    """Seed, let the adapter ready the backbone, encode (cached-feature adapters), build the head."""
+    import lightning as L
+    import torch
+
+    from emfm.models.heads import create_head
+    from emfm.models.segmenter import Segmenter
+
+    L.seed_everything(plan.config.seed, workers=True, verbose=False)
+    plan.backbone.to("cuda" if torch.cuda.is_available() else "cpu")
+    adapter_params = plan.adapter.prepare(plan.backbone)
+    features, counts = encode_all(plan, data, progress=progress) if plan.adapter.uses_cached_features else ({}, {})
+    torch.manual_seed(plan.config.seed)
+    head = create_head(
+        plan.config.head, plan.backbone.embed_dim, num_layers=len(plan.layers), patch_size=plan.preprocessing.patch_size
+    )
+    segmenter = Segmenter(
+        head, None if plan.adapter.uses_cached_features else plan.backbone, layers=plan.layers,
+        preprocessing=plan.preprocessing,
+    )
+    head_params = sum(p.numel() for p in head.parameters())
+    log.info("trainable parameters: head %d, adapter %s %d", head_params, plan.adapter.name, adapter_params)
+    model = Model(segmenter, features, head_params=head_params, adapter_params=adapter_params)
+    if counts:
+        model.feature_counts = counts
+    return model
 
 
 def train_run(
@@ -80,178 +219,89 @@ def train_run(
     """Train and evaluate one run; write ``out`` and return its metrics.
 
     Args:
-        config: the resolved run configuration.
+        config: the run configuration (local paths are made absolute here).
         out: the run directory.
         overwrite: replace a directory that holds a different run.
         progress: show progress bars.
         backbone: an already created backbone (tests, notebooks); else ``config.backbone`` is loaded.
     """
-    import lightning as L
-    import torch
-    from torch.utils.data import DataLoader
-
-    from emfm.features import FeatureCache, encode_stack
-    from emfm.models.checkpoint import CHECKPOINT_NAME, ModelInfo, save_checkpoint
-    from emfm.models.heads import HEADS, create_head
-    from emfm.models.lora import LoraSettings, apply_lora
-    from emfm.models.segmenter import Segmenter
-    from emfm.paths import cache_root
-    from emfm.train.datasets import FeatureItems, PixelItems, list_collate, make_sampler
-    from emfm.train.module import History, KeepBest, SegmentationModule
+    from emfm.models.heads import HEADS
+    from emfm.train.fit import fit
 
     started = time.perf_counter()
     config = resolve_config(config)
     HEADS.get(config.head)  # an unknown head fails before anything is loaded
-    train_stacks, test_stacks = load_stacks(config, progress=progress)
-    if backbone is None:
-        from emfm.backbones import create_backbone
-
-        backbone = create_backbone(config.backbone)
-    patch = backbone.patch_size
-    for stack in [s for pair in train_stacks.values() for s in pair] + list(test_stacks.values()):
-        for img in stack.images[:1]:
-            resized_shape(img.shape, config.resolution, patch)  # raises ConfigError if nothing fits
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if config.normalisation == "imagenet" else (backbone.mean, backbone.std)
+    data = load_stacks(config, progress=progress)
+    plan = resolve(config, data, backbone)
     run_dir = rundir.prepare(out, config.to_yaml(), overwrite=overwrite)
-    splits = {
-        name: {"train": tr.ids, "val": va.ids, "pairing": tr.pairing} for name, (tr, va) in train_stacks.items()
-    }
-    splits.update({f"test:{name}": {"test": st.ids} for name, st in test_stacks.items()})
-    atomic_write_json(run_dir / "splits.json", splits)
-
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    backbone.to(device)
-    lora_params = 0
-    features: dict[str, Any] = {}
-    feature_counts = {"computed": 0, "cached": 0}
-    if config.adapter == "frozen":
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        cache = FeatureCache(Path(config.cache_dir) if config.cache_dir else cache_root() / "features")
-
-        def encode(stack: SliceStack):
-            f = encode_stack(
-                backbone, stack, resolution=config.resolution, cache=cache, mean=mean, std=std,
-                intensity=config.intensity, progress=progress,
-            )
-            feature_counts["computed"] += f.n_computed
-            feature_counts["cached"] += f.n_cached
-            return f
-
-        for name, (tr, va) in train_stacks.items():
-            features[f"train:{name}"], features[f"val:{name}"] = encode(tr), encode(va)
-        for name, st in test_stacks.items():
-            features[f"test:{name}"] = encode(st)
-    else:
-        lora_params = apply_lora(backbone, LoraSettings(config.lora_rank, config.lora_alpha, config.lora_dropout))
-        # Backbones load in eval mode; LoRA trains them, so they train in train mode, as in the study
-        # (no dropout is active in these models; DINOv3 applies its RoPE jitter only in train mode).
-        backbone.train()
-
-    torch.manual_seed(config.seed)
-    head = create_head(config.head, backbone.embed_dim)
-    segmenter = Segmenter(head, backbone if config.adapter == "lora" else None)
-    head_params = sum(p.numel() for p in head.parameters())
-    log.info("trainable parameters: head %d, LoRA %d", head_params, lora_params)
-
-    def items(kind: str):
-        names = list(train_stacks)
-        stacks = [train_stacks[n][0 if kind == "train" else 1] for n in names]
-        if config.adapter == "frozen":
-            grids, masks, sources = [], [], []
-            for k, (n, st) in enumerate(zip(names, stacks)):
-                f = features[f"{kind}:{n}"]
-                for i in range(len(st)):
-                    grids.append(f.grids[i])
-                    masks.append(mask_to_tensor(st.masks[i], f.sizes[i]))
-                    sources.append(k)
-            return FeatureItems(grids, masks, sources)
-        sizes = [[resized_shape(img.shape, config.resolution, patch) for img in st.images] for st in stacks]
-        return PixelItems(stacks, sizes, mean, std, config.intensity)
-
-    train_items, val_items = items("train"), items("val")
-    sampler = make_sampler(train_items.sources, balance=config.balance, seed=config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(
-        train_items, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-        collate_fn=list_collate, generator=gen,
-    )
-    val_loader = DataLoader(val_items, batch_size=config.batch_size, collate_fn=list_collate)
-    has_val = len(val_items) > 0
-    if not has_val:
-        log.warning("no validation slices: training runs all %d epochs and keeps the last weights", config.epochs)
-
-    module = SegmentationModule(
-        segmenter, inputs="grid" if config.adapter == "frozen" else "pixels", lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
-    keep, history = KeepBest(), History()
-    callbacks: list[L.Callback] = [keep, history]
-    if has_val and config.patience > 0:
-        from lightning.pytorch.callbacks import EarlyStopping
-
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.patience, mode="min"))
-    trainer = L.Trainer(
-        max_epochs=config.epochs,
-        accelerator="auto",
-        devices=1,
-        precision="bf16-mixed" if config.precision == "bf16" else "32-true",
-        gradient_clip_val=config.grad_clip or None,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if has_val else 0,
-    )
-    trainer.fit(module, train_loader, val_loader if has_val else None)
-    segmenter.to(device).eval()
-    train_seconds = time.perf_counter() - started
-
-    info = ModelInfo(
-        backbone=config.backbone, backbone_name=backbone.name, weights_id=backbone.weights_id,
-        head=config.head, in_channels=backbone.embed_dim, adapter=config.adapter,
-        resolution=config.resolution, mean=tuple(mean), std=tuple(std), intensity=config.intensity,
-        lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        patch_size=patch,
-    )
-    if config.adapter == "lora":
-        segmenter.backbone = backbone
-    save_checkpoint(run_dir / CHECKPOINT_NAME, segmenter, info)
-
-    from emfm.evaluate.run import evaluate_segmenter
-
-    evaluation = evaluate_segmenter(
-        segmenter, info, test_stacks, run_dir,
-        features={n: features.get(f"test:{n}") for n in test_stacks} if config.adapter == "frozen" else None,
-        progress=progress,
-    )
-    from emfm.evaluate.figures import plot_curves
-
-    plot_curves(
-        history.rows, run_dir / "curve.png", best_epoch=keep.best_epoch if has_val else None,
-        title=f"{backbone.name} {config.adapter} + {config.head}, train {'+'.join(config.train)}",
-    )
-    metrics = {
-        "run": {
-            "backbone": backbone.name, "backbone_source": config.backbone, "weights_id": backbone.weights_id,
-            "adapter": config.adapter, "head": config.head, "train_sets": list(config.train),
-            "test_sets": list(config.test), "seed": config.seed, "resolution": config.resolution,
-            "pairing": config.pairing, "balance": config.balance, "precision": config.precision,
-        },
-        **evaluation,
-        "train": history.rows,
-        "best_epoch": keep.best_epoch if has_val else len(history.rows) - 1,
-        "best_val_loss": keep.best_loss if has_val else None,
-        "epochs_run": len(history.rows),
-        "trainable_params": {"head": head_params, "lora": lora_params, "total": head_params + lora_params},
-        "backbone_params": sum(p.numel() for n, p in backbone.named_parameters() if "lora_" not in n),
-        "features": feature_counts,
-        "train_seconds": round(train_seconds, 2),
-        "wall_seconds": round(time.perf_counter() - started, 2),
-    }
+    atomic_write_json(run_dir / "splits.json", data.splits_record())
+    model = prepare(plan, data, progress=progress)
+    fitted = fit(plan, data, model, progress=progress)
+    info = save_model(plan, model, run_dir)
+    evaluation = evaluate(plan, data, model, info, run_dir, progress=progress)
+    plot_curve(plan, fitted, run_dir)
+    metrics = summarise(plan, model, fitted, evaluation, started)
     atomic_write_json(run_dir / rundir.METRICS_NAME, finite_json(metrics))
     return metrics
 
+
+def save_model(plan: Plan, model: Model, run_dir: Path):
+    """Write the checkpoint (head + what the adapter keeps) and return its ModelInfo."""
+    from emfm.models.checkpoint import CHECKPOINT_NAME, ModelInfo, save_checkpoint
+
+    cfg, prep, backbone = plan.config, plan.preprocessing, plan.backbone
+    info = ModelInfo(
+        backbone=cfg.backbone, backbone_name=backbone.name, weights_id=backbone.weights_id, head=cfg.head,
+        in_channels=backbone.embed_dim, adapter=plan.adapter.name, resolution=prep.resolution,
+        mean=prep.mean, std=prep.std, intensity=prep.intensity, patch_size=prep.patch_size,  # type: ignore[arg-type]
+        adapter_settings=plan.adapter.settings_dict(), layers=plan.layers, scale=prep.scale, tile=prep.tile,
+        overlap=prep.overlap,
+    )
+    save_checkpoint(run_dir / CHECKPOINT_NAME, model.segmenter, info, plan.adapter.state(backbone))
+    return info
+
+
+def evaluate(plan: Plan, data: RunData, model: Model, info, run_dir: Path, *, progress: bool) -> dict[str, Any]:
+    """Score every test set with the trained segmenter (from cached test features where there are some)."""
+    from emfm.evaluate.run import evaluate_segmenter
+
+    cached = {n: model.features.get(f"test:{n}:identity") for n in data.test} if model.features else None
+    return evaluate_segmenter(model.segmenter, info, data.test, run_dir, features=cached, progress=progress)
+
+
+def plot_curve(plan: Plan, fitted, run_dir: Path) -> None:
+    from emfm.evaluate.figures import plot_curves
+
+    cfg = plan.config
+    plot_curves(
+        fitted.history, run_dir / "curve.png", best_epoch=fitted.best_epoch if fitted.has_val else None,
+        title=f"{plan.backbone.name} {plan.adapter.name} + {cfg.head}, train {'+'.join(cfg.train)}",
+    )
+
+
+def summarise(plan: Plan, model: Model, fitted, evaluation: dict[str, Any], started: float) -> dict[str, Any]:
+    """metrics.json: the run's identity, the evaluation, the training curve, sizes and times."""
+    cfg, backbone = plan.config, plan.backbone
+    total = model.head_params + model.adapter_params
+    return {
+        "run": {
+            "backbone": backbone.name, "backbone_source": cfg.backbone, "weights_id": backbone.weights_id,
+            "adapter": plan.adapter.name, "adapter_settings": plan.adapter.settings_dict(), "head": cfg.head,
+            "train_sets": list(cfg.train), "test_sets": list(cfg.test), "seed": cfg.seed,
+            "resolution": cfg.resolution, "scale": cfg.scale, "layers": list(plan.layers), "crop": cfg.crop,
+            "augment": list(plan.variants), "lr": plan.lr, "pairing": cfg.pairing, "balance": cfg.balance,
+            "precision": cfg.precision,
+        },
+        "warnings": fitted.warnings,
+        "val_foreground_predicted": fitted.val_foreground,
+        **evaluation,
+        "train": fitted.history,
+        "best_epoch": fitted.best_epoch,
+        "best_val_loss": fitted.best_val_loss,
+        "epochs_run": len(fitted.history),
+        "trainable_params": {"head": model.head_params, "adapter": model.adapter_params, "total": total},
+        "backbone_params": sum(p.numel() for n, p in backbone.named_parameters() if "lora_" not in n),
+        "features": model.feature_counts,
+        "train_seconds": round(fitted.seconds, 2),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }

@@ -1,0 +1,164 @@
+"""The fit stage of a run: data loaders over cached features or pixels, then Lightning's Trainer.
+
+Early stopping watches the validation loss; :class:`~emfm.train.module.KeepBest` restores the best
+epoch's weights at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emfm.train.run import Model, Plan, RunData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fitted:
+    """What training leaves besides the weights: the curve, the kept epoch, the time it took."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float | None
+    has_val: bool
+    seconds: float
+    warnings: list[str]
+    val_foreground: float | None = None
+
+
+def kept_model_warnings(module, val_loader, best_epoch: int, epochs_run: int) -> tuple[list[str], float | None]:
+    """Warnings about a kept model that probably learned nothing: it predicts no foreground on the
+    validation slices, or its best epoch is the first (the loss never improved on the start)."""
+    import torch
+
+    warnings = []
+    predicted = total = 0
+    module.eval()
+    with torch.no_grad():
+        for batch in val_loader:
+            for logits in module._logits_and_targets(batch)[0]:
+                predicted += int((logits.argmax(1) == 1).sum())
+                total += logits[:, 0].numel()
+    fraction = predicted / total if total else None
+    if fraction == 0:
+        warnings.append("the kept model predicts no foreground on the validation slices: it learned nothing "
+                        "(raise --lr or --epochs, or set --min-steps)")
+    if best_epoch == 0 and epochs_run > 1:
+        warnings.append("the best validation loss came at the first epoch: later epochs never improved on it "
+                        "(raise --lr, --patience or --min-steps)")
+    for text in warnings:
+        log.warning(text)
+    return warnings, fraction
+
+
+def _layer_grids(features, i: int, plan: Plan) -> list:
+    """Slice ``i``'s grids for the head's layers, in its order (the last block is the final grid)."""
+    last = plan.backbone.num_layers - 1
+    return [features.grids[i] if j == last else features.layers[j][i] for j in plan.layers]
+
+
+def _sources(plan: Plan, data: RunData, model: Model, kind: str) -> list:
+    """One CropSource per (training set, slice, variant): mask, cached grids, [0, 1] pixels."""
+    from emfm.train.crops import CropSource
+    from emfm.transforms import geometric_variant
+
+    prep, frozen = plan.preprocessing, plan.adapter.uses_cached_features
+    want_unit = not frozen or model.segmenter.needs_pixels
+    variants = plan.variants if kind == "train" else ("identity",)
+    out = []
+    for k, (name, pair) in enumerate(data.train.items()):
+        stack = pair[0 if kind == "train" else 1]
+        for variant in variants:
+            f = model.features.get(f"{kind}:{name}:{variant}") if frozen else None
+            for i in range(len(stack)):
+                image = geometric_variant(stack.images[i], variant)
+                size = prep.network_size(image.shape)
+                out.append(CropSource(
+                    mask=prep.mask(geometric_variant(stack.masks[i], variant), size),
+                    grids=_layer_grids(f, i, plan) if f is not None else [],
+                    unit=prep.unit(image, size).half() if want_unit else None,  # half: memory, not precision
+                    dataset=k,
+                ))
+    return out
+
+
+def training_items(plan: Plan, data: RunData, model: Model, kind: str):
+    """The train or val items: random crops (``crop``) or whole slices, from cached grids or pixels."""
+    from emfm.train.augment import IntensityAugment
+    from emfm.train.crops import CropItems, WholeItems
+
+    cfg = plan.config
+    sources = _sources(plan, data, model, kind)
+    want_pixels = not plan.adapter.uses_cached_features or model.segmenter.needs_pixels
+    if kind == "train" and cfg.crop is not None:
+        # Intensity changes only where pixels are computed live (see emfm.train.augment).
+        intensity = IntensityAugment() if cfg.intensity_augment and want_pixels else None
+        return CropItems(
+            sources, crop=cfg.crop, patch=plan.preprocessing.patch_size, length=cfg.crops_per_epoch,
+            preprocessing=plan.preprocessing, want_pixels=want_pixels, intensity=intensity, balance=cfg.balance,
+            seed=cfg.seed,
+        )
+    return WholeItems(sources, preprocessing=plan.preprocessing, want_pixels=want_pixels)
+
+
+def make_loaders(plan: Plan, data: RunData, model: Model) -> tuple[Any, Any, bool]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from emfm.train.datasets import list_collate, make_sampler
+
+    cfg = plan.config
+    train_items, val_items = training_items(plan, data, model, "train"), training_items(plan, data, model, "val")
+    crops = cfg.crop is not None  # crops draw their own sources (balanced or not) from their seed
+    sampler = None if crops else make_sampler(train_items.sources_index, balance=cfg.balance, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(
+        train_items, batch_size=cfg.batch_size, shuffle=sampler is None and not crops, sampler=sampler,
+        collate_fn=list_collate, generator=gen,
+    )
+    val_loader = DataLoader(val_items, batch_size=cfg.batch_size, collate_fn=list_collate)
+    return train_loader, val_loader, len(val_items) > 0
+
+
+def fit(plan: Plan, data: RunData, model: Model, *, progress: bool) -> Fitted:
+    """Train the segmenter's trainable parameters (head, adapter) with Lightning."""
+    import lightning as L
+
+    from emfm.train.module import History, KeepBest, NewCropsEachEpoch, SegmentationModule
+
+    cfg = plan.config
+    started = time.perf_counter()
+    train_loader, val_loader, has_val = make_loaders(plan, data, model)
+    if not has_val:
+        log.warning("no validation slices: training runs all %d epochs and keeps the last weights", cfg.epochs)
+    module = SegmentationModule(model.segmenter, lr=plan.lr, weight_decay=cfg.weight_decay, loss=cfg.loss)
+    keep, history = KeepBest(), History()
+    callbacks: list[L.Callback] = [keep, history, NewCropsEachEpoch()]
+    if has_val and cfg.patience > 0:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, min_steps=cfg.min_steps or None, accelerator="auto", devices=1,
+        precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
+        gradient_clip_val=cfg.grad_clip or None, callbacks=callbacks, logger=False, enable_checkpointing=False,
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        check_val_every_n_epoch=cfg.val_every,
+        limit_val_batches=1.0 if has_val else 0,
+    )
+    trainer.fit(module, train_loader, val_loader if has_val else None)
+    device = next(plan.backbone.parameters()).device  # Lightning hands the module back on the CPU
+    model.segmenter.to(device).eval()
+    best_epoch = keep.best_epoch if has_val else len(history.rows) - 1
+    seconds = time.perf_counter() - started
+    warnings, fraction = (
+        kept_model_warnings(module, val_loader, best_epoch, len(history.rows)) if has_val else ([], None)
+    )
+    return Fitted(
+        history=history.rows, best_epoch=best_epoch, best_val_loss=keep.best_loss if has_val else None,
+        has_val=has_val, seconds=seconds, warnings=warnings, val_foreground=fraction,
+    )
