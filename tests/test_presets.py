@@ -1,0 +1,34 @@
+"""Every shipped preset parses into the config it is for, so a typo in one fails here, not in a user's run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emfm.config import TrainConfig, load_yaml
+from emfm.study.config import StudyConfig
+from emfm.study.grid import expand_grid
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["quick.yaml", "study.yaml", "heads_quick.yaml"])
+def test_study_presets_expand(name, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    study = StudyConfig.from_yaml(CONFIGS / name)
+    assert expand_grid(study)
+
+
+def test_best_is_a_training_config_that_takes_train_and_test(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    data = {**load_yaml(CONFIGS / "best.yaml"), "train": "lucchi_pp", "test": "lucchi_pp"}
+    config = TrainConfig.from_dict(data)
+    assert config.head == "fusion" and config.crop == 224 and config.adapter == "frozen"
+
+
+def test_heads_quick_compares_every_head_at_both_scales(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    specs = expand_grid(StudyConfig.from_yaml(CONFIGS / "heads_quick.yaml"))
+    cells = {(s.config.head, s.config.scale) for s in specs}
+    assert cells == {(h, s) for h in ("linear", "multilinear", "dpt", "fusion") for s in (None, 1.0)}
