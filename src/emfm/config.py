@@ -23,6 +23,8 @@ Precision = Literal["32", "bf16"]
 PRECISIONS = ("32", "bf16")
 Loss = Literal["dice", "dice_ce"]
 LOSSES = ("dice", "dice_ce")
+LabelPick = Literal["random", "even", "first"]
+LABEL_PICKS = ("random", "even", "first")
 
 
 def split_names(value: str | Sequence[str]) -> list[str]:
@@ -67,6 +69,11 @@ class TrainConfig(Settings):
     ``configs/study.yaml`` sets the published ones (1022, deconv, 5e-5).
     ``adapter`` names a registered adapter (:mod:`emfm.adapters`) and ``adapter_settings`` holds that
     adapter's own settings, completed with its defaults.
+    A from-scratch ``backbone`` (``unet``, :mod:`emfm.backbones.scratch`) has no head or adapter to
+    choose: they become its network (``head: unet``) and ``adapter: scratch``, and slices are taken at
+    native scale unless ``scale`` says otherwise.
+    ``label_budget`` trains on N labelled slices of each training set, picked by ``label_pick``
+    (:mod:`emfm.train.budget`; ``random`` is redrawn by ``seed``); the validation split is never touched.
     """
 
     backbone: str
@@ -102,6 +109,8 @@ class TrainConfig(Settings):
     data_root: str | None = None
     cache_dir: str | None = None
     max_train_slices: int | None = None
+    label_budget: int | None = None
+    label_pick: LabelPick = "random"
     emfm_version: str = field(default=__version__, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +119,7 @@ class TrainConfig(Settings):
         object.__setattr__(self, "test", tuple(split_names(self.test)) or tuple(self.train))
         if not self.train:
             raise ConfigError("no training set given; pass --train NAME[,NAME...] (e.g. lucchi_pp)")
+        self._check_scratch()
         settings = self.make_adapter().settings_dict()  # unknown adapter or setting -> ConfigError here
         object.__setattr__(self, "adapter_settings", settings)
         check_choice("pairing", self.pairing, PAIRINGS, "; 'by-number' is correct, 'text-sorted' the study's mistake")
@@ -129,8 +139,42 @@ class TrainConfig(Settings):
         check_number("grad_clip", self.grad_clip, minimum=0)
         if self.max_train_slices is not None:
             check_number("max_train_slices", self.max_train_slices, minimum=1, integer=True)
+        if self.label_budget is not None:
+            check_number("label_budget", self.label_budget, minimum=1, integer=True)
+        check_choice("label_pick", self.label_pick, LABEL_PICKS, "; random is seeded by seed")
         if self.balance and len(self.train) < 2:
             raise ConfigError("--balance needs at least two training sets (e.g. --train lucchi_pp,vnc)")
+
+    def _check_scratch(self) -> None:
+        """A from-scratch backbone's run: its own network as the head, the ``scratch`` adapter, native scale.
+
+        The defaults (``head: linear``, ``adapter: frozen``) are replaced silently; anything else set on
+        purpose is refused, since a U-Net has no backbone to put a head on or to adapt.
+        """
+        from emfm.baselines import SCRATCH_MODELS, is_scratch_model
+
+        if not is_scratch_model(self.backbone):
+            if self.adapter == "scratch":
+                raise ConfigError(
+                    f"adapter 'scratch' trains a from-scratch model; use --backbone "
+                    f"{' or '.join(SCRATCH_MODELS)}, or adapt {self.backbone} with frozen or lora"
+                )
+            return
+        model = SCRATCH_MODELS[self.backbone]
+        if self.head not in ("linear", model.head):
+            raise ConfigError(
+                f"{model.name} is a whole network trained from scratch: it takes no --head {self.head} "
+                f"(drop --head, or pick a foundation-model backbone for that head)"
+            )
+        if self.adapter not in ("frozen", "scratch"):
+            raise ConfigError(f"{model.name} has no pretrained backbone to adapt with {self.adapter}; drop --adapter")
+        if self.layers is not None:
+            raise ConfigError(f"{model.name} has no backbone blocks to read; drop --layers")
+        object.__setattr__(self, "head", model.head)
+        object.__setattr__(self, "adapter", "scratch")
+        object.__setattr__(self, "adapter_settings", {})
+        if self.scale is None:
+            object.__setattr__(self, "scale", 1.0)
 
     def _check_sampling(self) -> None:
         """Layers, tiles, crops and augmentation: the settings of how slices reach the head."""

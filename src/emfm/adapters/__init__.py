@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from emfm.adapters import frozen, lora  # noqa: F401  (registers the built-in adapters)
+from emfm.adapters import frozen, lora, scratch  # noqa: F401  (registers the built-in adapters)
 from emfm.adapters._base import ADAPTERS, Adapter, NoSettings, TrainsOn, register_adapter
 
 

@@ -26,6 +26,8 @@ from emfm.backbones._official import (
     read_state_dict,
 )
 from emfm.backbones._registry import BACKBONES, FAMILIES, BackboneRecord, family_for_model_type, supported_model_types
+from emfm.backbones.scratch import ScratchBackbone
+from emfm.baselines import is_scratch_model
 from emfm.errors import CheckpointFormatError, ConfigError, UnknownNameError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,10 @@ def create_backbone(
         CheckpointFormatError: files that fit no known format, or settings the files cannot support.
         ConfigError: a setting that contradicts the checkpoint or an unknown override.
     """
+    if is_scratch_model(name_or_path):
+        if num_heads is not None or revision is not None or overrides:
+            raise ConfigError(f"{name_or_path} is trained from scratch: it takes no num_heads, revision or overrides")
+        return ScratchBackbone(name_or_path)
     if name_or_path in BACKBONES:
         record = BACKBONES.get(name_or_path)
         if num_heads is not None and num_heads != record.num_heads:

@@ -62,6 +62,11 @@ def _list(args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print("\nAny Hugging Face hub id or local model directory / official checkpoint file works too.")
+    from emfm.baselines import SCRATCH_MODELS
+
+    print("From-scratch baselines (no pretrained weights; --backbone NAME):")
+    for model in SCRATCH_MODELS.values():
+        print(f"  {model.name:<12} {model.summary}")
     return 0
 
 

@@ -13,16 +13,18 @@ _FLAGS = {
     "pairing": str, "normalisation": str, "intensity": str, "precision": str, "data_root": str,
     "cache_dir": str, "max_train_slices": int, "layers": str, "scale": float, "tile": int, "tile_overlap": int,
     "crop": int, "crops_per_epoch": int, "augment": str, "loss": str, "min_steps": int, "val_every": int,
+    "label_budget": int, "label_pick": str,
 }
 # Comma-separated list flags -> the config's lists.
 _LISTS = {"layers": int, "augment": str}
 _CHOICES = {
     "pairing": ["by-number", "text-sorted"],
     "normalisation": ["imagenet", "backbone"], "intensity": ["dtype", "minmax"], "precision": ["32", "bf16"],
-    "loss": ["dice", "dice_ce"],
+    "loss": ["dice", "dice_ce"], "label_pick": ["random", "even", "first"],
 }
 _HELP = {
-    "backbone": "registry name (dinov2-l, dinov3-l, openclip-l14...), hub id or local directory",
+    "backbone": "registry name (dinov2-l, dinov3-l, openclip-l14...), hub id or local directory; "
+                "unet or unet-small for the from-scratch U-Net baseline",
     "train": "training set(s), comma separated: lucchi_pp, vnc, folder:PATH",
     "test": "test set(s), comma separated (default: the training sets)",
     "head": "segmentation head: linear, deconv (the study's), multilinear, dpt or fusion",
@@ -42,6 +44,8 @@ _HELP = {
     "loss": "dice (the study's) or dice_ce (Dice + cross-entropy)",
     "min_steps": "training steps before early stopping may stop",
     "val_every": "validate every N epochs (patience counts validations)",
+    "label_budget": "train on N labelled slices of each training set, spread through the stack (see --label-pick)",
+    "label_pick": "how a label budget picks: random (one per equal part, redrawn by --seed), even, or first",
     "lr": "learning rate (default: the head's own; the study uses 5e-5)",
 }
 

@@ -18,9 +18,13 @@ from emfm.study.grid import RunSpec
 COLUMNS = [
     "run_id", "backbone", "weights_id", "adapter", "head", "train_sets", "test_set", "seed", "resolution",
     "pairing", "balance", "ablation", "fg_iou", "dice", "fg_iou_resized", "n_slices", "epochs_run",
-    "best_epoch", "trainable_params", "wall_seconds",
+    "best_epoch", "trainable_params", "wall_seconds", "label_budget", "train_slices", "train_seconds",
+    "peak_memory_mb",
 ]
-CELL = ("backbone", "adapter", "head", "resolution", "train_sets", "pairing", "balance", "ablation", "test_set")
+CELL = (
+    "backbone", "adapter", "head", "resolution", "train_sets", "pairing", "balance", "ablation", "label_budget",
+    "test_set",
+)
 
 
 def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -38,6 +42,11 @@ def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "fg_iou": m["fg_iou"], "dice": m["dice"], "fg_iou_resized": m.get("fg_iou_resized"),
             "n_slices": m["n_slices"], "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
             "trainable_params": metrics["trainable_params"]["total"], "wall_seconds": metrics["wall_seconds"],
+            # Runs written before label budgets and memory were recorded lack these: left empty.
+            "label_budget": run.get("label_budget") or "",
+            "train_slices": sum(metrics.get("train_slices", {}).values()) or "",
+            "train_seconds": metrics.get("train_seconds"),
+            "peak_memory_mb": (metrics.get("train_memory") or {}).get("peak_resident_mb"),
         })
     return rows
 

@@ -1,10 +1,14 @@
 """The study configuration: which grid to run, with which shared settings.
 
-A study YAML names lists (``backbones``, ``adapters``, ``heads``, ``train_sets``, ``seeds``), the
+A study YAML names lists (``backbones``, ``adapters``, ``heads``, ``train_sets``, ``seeds`` and, to
+sweep how many labelled slices a run gets, ``label_budgets``: numbers or ``all``), the
 ``test_sets`` every run is scored on, ``defaults`` (any TrainConfig key, shared by all runs),
 ``adapter_overrides`` (e.g. a lower resolution for LoRA on a CPU), ``ablations`` (extra, labelled
 cells such as ``pairing: text-sorted``) and ``analysis`` (run once per backbone). Relative paths are
 taken from the current directory and saved resolved with the study.
+
+A from-scratch backbone (``unet``) has no adapter or head to cross with: it adds one cell per training
+set, seed and budget, whatever the ``adapters`` and ``heads`` lists hold.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Ablation:
 
     name: str
     settings: Mapping[str, Any]
+    backbones: tuple[str, ...] = ()
     adapters: tuple[str, ...] = ()
     heads: tuple[str, ...] = ()
     train_sets: tuple[tuple[str, ...], ...] = ()
@@ -42,6 +47,7 @@ class StudyConfig:
     train_sets: tuple[tuple[str, ...], ...]
     test_sets: tuple[str, ...]
     seeds: tuple[int, ...]
+    label_budgets: tuple[int | None, ...] = (None,)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     adapter_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ablations: tuple[Ablation, ...] = ()
@@ -60,7 +66,7 @@ class StudyConfig:
             bad |= set(ab.settings) - train_keys
         if bad:
             raise ConfigError(f"study {self.name!r}: {unknown_keys_message(bad, train_keys, 'run setting')}")
-        grid_keys = {"backbone", "adapter", "head", "train", "test", "seed"} & set(self.defaults)
+        grid_keys = {"backbone", "adapter", "head", "train", "test", "seed", "label_budget"} & set(self.defaults)
         if grid_keys:
             raise ConfigError(f"study {self.name!r}: {sorted(grid_keys)} belong in the grid lists, not in defaults")
         from emfm.adapters import ADAPTERS
@@ -93,6 +99,7 @@ class StudyConfig:
         tests = d.get("test_sets")
         d["test_sets"] = tuple(split_names(tests) if isinstance(tests, str) else listify(tests))
         d["seeds"] = tuple(int(s) for s in listify(d.get("seeds", [0])))
+        d["label_budgets"] = _label_budgets(d.get("label_budgets"))
         defaults = dict(d.get("defaults") or {})
         for key in ("data_root", "cache_dir"):
             if defaults.get(key):
@@ -108,6 +115,7 @@ class StudyConfig:
             abl.append(
                 Ablation(
                     name=name,
+                    backbones=tuple(_resolve_path(b) for b in listify(item.pop("backbones", []))),
                     adapters=tuple(listify(item.pop("adapters", []))),
                     heads=tuple(listify(item.pop("heads", []))),
                     train_sets=tuple(tuple(split_names(t)) for t in listify(item.pop("train_sets", []))),
@@ -123,12 +131,13 @@ class StudyConfig:
         d = dataclasses.asdict(self)
         d["train_sets"] = [list(t) for t in self.train_sets]
         d["ablations"] = [
-            {"name": a.name, "adapters": list(a.adapters), "heads": list(a.heads),
+            {"name": a.name, "backbones": list(a.backbones), "adapters": list(a.adapters), "heads": list(a.heads),
              "train_sets": [list(t) for t in a.train_sets], "seeds": list(a.seeds), **dict(a.settings)}
             for a in self.ablations
         ]
         for key in ("backbones", "adapters", "heads", "test_sets", "seeds"):
             d[key] = list(d[key])
+        d["label_budgets"] = ["all" if b is None else b for b in self.label_budgets]
         if self.analysis is not None:
             d["analysis"] = {k: v for k, v in self.analysis.to_dict().items() if k not in _STUDY_FILLS}
         return d
@@ -137,6 +146,24 @@ class StudyConfig:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _label_budgets(value: Any) -> tuple[int | None, ...]:
+    """``[1, 4, all]`` -> ``(1, 4, None)``; absent -> ``(None,)`` (every run gets all its slices)."""
+    if value is None:
+        return (None,)
+    items = [value] if isinstance(value, (str, int)) else list(value)
+    out: list[int | None] = []
+    for item in items:
+        if item is None or str(item).lower() == "all":
+            out.append(None)
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 1:
+            out.append(item)
+        else:
+            raise ConfigError(f"label_budgets holds {item!r}; give whole numbers of slices (1 or more) or 'all'")
+    if not out:
+        raise ConfigError("label_budgets is empty; list numbers of labelled slices (e.g. [1, 4, all]) or omit it")
+    return tuple(dict.fromkeys(out))
 
 
 def _resolve_path(name: str) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emfm._io import safe_name
+from emfm.baselines import SCRATCH_MODELS, is_scratch_model
 from emfm.config import TrainConfig
 from emfm.study.config import StudyConfig
 
@@ -30,10 +31,21 @@ def analysis_dir(study_dir: str | Path, backbone: str) -> Path:
     return Path(study_dir) / "analysis" / safe_name(Path(backbone).name)
 
 
+# Settings added after studies were first run: left out of the digest while at their defaults, so the
+# runs of an existing study keep their ids (and are resumed, not redone) under a newer emfm.
+_LATER_SETTINGS = {"label_budget": None, "label_pick": "random"}
+
+
 def _run_id(config: TrainConfig, ablation: str) -> str:
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    settings = config.to_dict()
+    for key, default in _LATER_SETTINGS.items():
+        if settings.get(key) == default:
+            settings.pop(key, None)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
     backbone = Path(config.backbone).name
     parts = [backbone, config.adapter, config.head, "+".join(config.train), f"s{config.seed}"]
+    if config.label_budget is not None:
+        parts.insert(4, f"n{config.label_budget}")
     if ablation:
         parts.insert(4, ablation)
     return safe_name("-".join(parts)) + f"-{digest}"
@@ -48,8 +60,15 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
     specs: list[RunSpec] = []
     seen: set[str] = set()
 
-    def add(backbone: str, adapter: str, head: str, train: tuple[str, ...], seed: int, extra: dict, label: str) -> None:
+    def add(backbone: str, adapter: str, head: str, train: tuple[str, ...], seed: int, budget: int | None,
+            extra: dict, label: str) -> None:
+        if is_scratch_model(backbone):  # a U-Net has no adapter or head: one cell, whatever the lists say
+            adapter, head = "scratch", SCRATCH_MODELS[backbone].head
         settings = {**study.defaults, **study.adapter_overrides.get(adapter, {}), **extra}
+        if budget is not None:
+            settings["label_budget"] = budget
+        if is_scratch_model(backbone):
+            settings.pop("layers", None)
         config = TrainConfig.from_dict(
             dict(settings, backbone=backbone, adapter=adapter, head=head, train=train, test=study.test_sets, seed=seed)
         )
@@ -58,14 +77,15 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
             seen.add(run_id)
             specs.append(RunSpec(run_id, config, label))
 
-    for backbone, adapter, head, train, seed in itertools.product(
-        study.backbones, study.adapters, study.heads, study.train_sets, study.seeds
+    budgets = study.label_budgets
+    for backbone, adapter, head, train, budget, seed in itertools.product(
+        study.backbones, study.adapters, study.heads, study.train_sets, budgets, study.seeds
     ):
-        add(backbone, adapter, head, train, seed, {}, "")
+        add(backbone, adapter, head, train, seed, budget, {}, "")
     for ab in study.ablations:
-        for backbone, adapter, head, train, seed in itertools.product(
-            study.backbones, ab.adapters or study.adapters, ab.heads or study.heads,
-            ab.train_sets or study.train_sets, ab.seeds or study.seeds,
+        for backbone, adapter, head, train, budget, seed in itertools.product(
+            ab.backbones or study.backbones, ab.adapters or study.adapters, ab.heads or study.heads,
+            ab.train_sets or study.train_sets, budgets, ab.seeds or study.seeds,
         ):
-            add(backbone, adapter, head, train, seed, dict(ab.settings), safe_name(ab.name))
+            add(backbone, adapter, head, train, seed, budget, dict(ab.settings), safe_name(ab.name))
     return specs

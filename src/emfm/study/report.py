@@ -36,6 +36,9 @@ def _fmt(mean: float, sd: float | None, n: int) -> str:
 
 def _row_label(cell: dict[str, Any]) -> tuple[str, ...]:
     label = cell["ablation"] or ("balanced" if str(cell["balance"]) == "True" else "")
+    if cell.get("label_budget"):
+        budget = f"{cell['label_budget']} labelled slices"
+        label = f"{label}, {budget}" if label else budget
     trained_on = cell["train_sets"].replace("+", " + ")
     return (cell["backbone"], cell["adapter"], cell["head"], str(cell["resolution"]), trained_on, label)
 
@@ -282,8 +285,12 @@ def write_report(
     if rows:
         plot_by_train_set(rows, figures / "iou_by_train_set.png")
         plot_by_backbone(rows, figures / "iou_by_backbone.png")
+    from emfm.study.label_efficiency import label_efficiency_text
+
+    efficiency = label_efficiency_text(rows, figures)
     sections = [
         _title_section(study, specs, rows),
+        *([_section("Label efficiency", efficiency)] if efficiency else []),
         _section("Results", _results_text(header, body, latex)),
         _section("Ablations", _ablations_text(body)),
         _section("Reference: the published study", _reference_text()),

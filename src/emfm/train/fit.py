@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ class Fitted:
     seconds: float
     warnings: list[str]
     val_foreground: float | None = None
+    memory: dict[str, Any] = field(default_factory=dict)
 
 
 def kept_model_warnings(module, val_loader, best_epoch: int, epochs_run: int) -> tuple[list[str], float | None]:
@@ -150,8 +151,12 @@ def fit(plan: Plan, data: RunData, model: Model, *, progress: bool) -> Fitted:
         check_val_every_n_epoch=cfg.val_every,
         limit_val_batches=1.0 if has_val else 0,
     )
-    trainer.fit(module, train_loader, val_loader if has_val else None)
-    device = next(plan.backbone.parameters()).device  # Lightning hands the module back on the CPU
+    from emfm._memory import PeakMemory
+
+    with PeakMemory() as peak:
+        trainer.fit(module, train_loader, val_loader if has_val else None)
+    # Lightning hands the module back on the CPU; the backbone (none for a from-scratch model) stayed put.
+    device = next(plan.backbone.parameters(), next(model.segmenter.parameters())).device
     model.segmenter.to(device).eval()
     best_epoch = keep.best_epoch if has_val else len(history.rows) - 1
     seconds = time.perf_counter() - started
@@ -160,5 +165,5 @@ def fit(plan: Plan, data: RunData, model: Model, *, progress: bool) -> Fitted:
     )
     return Fitted(
         history=history.rows, best_epoch=best_epoch, best_val_loss=keep.best_loss if has_val else None,
-        has_val=has_val, seconds=seconds, warnings=warnings, val_foreground=fraction,
+        has_val=has_val, seconds=seconds, warnings=warnings, val_foreground=fraction, memory=peak.record(),
     )

@@ -61,6 +61,7 @@ def load_stacks(config: TrainConfig, *, progress: bool = True) -> RunData:
     paired correctly, so the reported IoU measures the model, not the mispairing.
     """
     from emfm.data import get_dataset, load_split
+    from emfm.train.budget import apply_budget
 
     for name in set(config.train) & set(config.test):
         if not get_dataset(name).has_test_split:
@@ -74,6 +75,7 @@ def load_stacks(config: TrainConfig, *, progress: bool = True) -> RunData:
         va = load_split(name, "val", data_root=config.data_root, pairing=config.pairing, progress=progress)
         if config.max_train_slices:
             tr = tr.subset(tr.ids[: config.max_train_slices], "train")
+        tr = apply_budget(tr, config.label_budget, config.label_pick, config.seed)
         if len(tr) == 0:
             raise DataError(f"training set {name} has no slices; check --data-root")
         train[name] = (tr, va)
@@ -112,7 +114,8 @@ def run_preprocessing(config: TrainConfig, backbone) -> Preprocessing:
     """The run's preprocessing: whole-slice resize (the study's) or tiles at a pixel scale."""
     imagenet = config.normalisation == "imagenet"
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (backbone.mean, backbone.std)
-    tiled = config.scale is not None
+    # A from-scratch network is fully convolutional: it takes a whole slice at its scale, no tiles.
+    tiled = config.scale is not None and backbone.family != "scratch"
     if tiled and config.tile % backbone.patch_size:
         raise ConfigError(
             f"tile {config.tile} is not a multiple of the patch size {backbone.patch_size}; "
@@ -240,7 +243,7 @@ def train_run(
     info = save_model(plan, model, run_dir)
     evaluation = evaluate(plan, data, model, info, run_dir, progress=progress)
     plot_curve(plan, fitted, run_dir)
-    metrics = summarise(plan, model, fitted, evaluation, started)
+    metrics = summarise(plan, data, model, fitted, evaluation, started)
     atomic_write_json(run_dir / rundir.METRICS_NAME, finite_json(metrics))
     return metrics
 
@@ -279,7 +282,9 @@ def plot_curve(plan: Plan, fitted, run_dir: Path) -> None:
     )
 
 
-def summarise(plan: Plan, model: Model, fitted, evaluation: dict[str, Any], started: float) -> dict[str, Any]:
+def summarise(
+    plan: Plan, data: RunData, model: Model, fitted, evaluation: dict[str, Any], started: float
+) -> dict[str, Any]:
     """metrics.json: the run's identity, the evaluation, the training curve, sizes and times."""
     cfg, backbone = plan.config, plan.backbone
     total = model.head_params + model.adapter_params
@@ -290,8 +295,10 @@ def summarise(plan: Plan, model: Model, fitted, evaluation: dict[str, Any], star
             "train_sets": list(cfg.train), "test_sets": list(cfg.test), "seed": cfg.seed,
             "resolution": cfg.resolution, "scale": cfg.scale, "layers": list(plan.layers), "crop": cfg.crop,
             "augment": list(plan.variants), "lr": plan.lr, "pairing": cfg.pairing, "balance": cfg.balance,
-            "precision": cfg.precision,
+            "precision": cfg.precision, "label_budget": cfg.label_budget, "label_pick": cfg.label_pick,
+            "from_scratch": backbone.family == "scratch",
         },
+        "train_slices": {name: len(tr) for name, (tr, _) in data.train.items()},
         "warnings": fitted.warnings,
         "val_foreground_predicted": fitted.val_foreground,
         **evaluation,
@@ -303,5 +310,6 @@ def summarise(plan: Plan, model: Model, fitted, evaluation: dict[str, Any], star
         "backbone_params": sum(p.numel() for n, p in backbone.named_parameters() if "lora_" not in n),
         "features": model.feature_counts,
         "train_seconds": round(fitted.seconds, 2),
+        "train_memory": fitted.memory,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }

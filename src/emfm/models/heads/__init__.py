@@ -9,6 +9,8 @@ block in ``num_layers``, final block last. Importing this package registers them
 - ``dpt``: a DPT decoder (Ranftl et al. 2021) as Depth Anything puts it on DINOv2 (blocks 2, 5, 8, 11).
 - ``fusion``: a UNETR-style decoder (Hatamizadeh et al. 2022) over blocks 2, 5, 8, 11 and a light CNN on
   the pixels (``needs_pixels``); needs MONAI, imported only when one is built.
+- ``unet``, ``unet-small``: the from-scratch baseline, MONAI's U-Net on the pixels alone
+  (``--backbone unet``, :mod:`emfm.backbones.scratch`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from emfm.models.heads._base import HEADS, Head, create_head, head_default_lr, h
 from emfm.models.heads.basic import DeconvHead, LinearHead, MultiLinearHead
 from emfm.models.heads.dpt import DPTHead
 from emfm.models.heads.fusion import FusionHead
+from emfm.models.heads.unet import SmallUNetHead, UNetHead
 
 __all__ = [
     "HEADS",
@@ -26,6 +29,8 @@ __all__ = [
     "Head",
     "LinearHead",
     "MultiLinearHead",
+    "SmallUNetHead",
+    "UNetHead",
     "create_head",
     "head_default_lr",
     "head_layers",
