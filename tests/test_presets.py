@@ -13,7 +13,8 @@ from emfm.study.grid import expand_grid
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["quick.yaml", "study.yaml", "heads_quick.yaml"])
+@pytest.mark.parametrize("name", ["quick.yaml", "study.yaml", "heads_quick.yaml", "label_efficiency.yaml",
+                                  "label_efficiency_quick.yaml"])
 def test_study_presets_expand(name, monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
     study = StudyConfig.from_yaml(CONFIGS / name)
@@ -32,3 +33,16 @@ def test_heads_quick_compares_every_head_at_both_scales(monkeypatch):
     specs = expand_grid(StudyConfig.from_yaml(CONFIGS / "heads_quick.yaml"))
     cells = {(s.config.head, s.config.scale) for s in specs}
     assert cells == {(h, s) for h in ("linear", "multilinear", "dpt", "fusion") for s in (None, 1.0)}
+
+
+def test_label_efficiency_crosses_methods_budgets_and_datasets(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    specs = expand_grid(StudyConfig.from_yaml(CONFIGS / "label_efficiency.yaml"))
+    methods = {(s.config.backbone.split("/")[-1], s.config.adapter, s.config.head) for s in specs}
+    assert methods == {("unet", "scratch", "unet"), ("dinov2-vits14-imgfocus", "frozen", "linear"),
+                       ("dinov2-vits14-imgfocus", "frozen", "fusion"), ("dinov2-vits14-imgfocus", "lora", "fusion")}
+    assert {s.config.label_budget for s in specs} == {1, 2, 4, 8, 16, None}
+    assert len(specs) == 4 * 6 * 2 * 3 and all(s.config.test == s.config.train for s in specs)
+    quick = expand_grid(StudyConfig.from_yaml(CONFIGS / "label_efficiency_quick.yaml"))
+    assert len(quick) == 3 * 3 * 2 and {s.config.backbone for s in quick if s.config.adapter == "scratch"} == {
+        "unet-small"}

@@ -96,6 +96,7 @@ class TrainConfig(Settings):
     patience: int = 20
     min_steps: int = 300
     val_every: int = 1
+    max_minutes: float | None = None
     seed: int = 0
     batch_size: int = 2
     lr: float | None = None
@@ -201,6 +202,8 @@ class TrainConfig(Settings):
         check_number("crops_per_epoch", self.crops_per_epoch, minimum=1, integer=True)
         check_number("min_steps", self.min_steps, minimum=0, integer=True)
         check_number("val_every", self.val_every, minimum=1, integer=True)
+        if self.max_minutes is not None:
+            check_number("max_minutes", self.max_minutes, minimum=0, exclusive_minimum=True)
         augment = (self.augment,) if isinstance(self.augment, str) else tuple(self.augment or ())
         object.__setattr__(self, "augment", augment)
         for v in augment:

@@ -32,6 +32,14 @@ def test_a_unet_is_one_cell_per_budget_and_seed_whatever_the_heads(tiny_backbone
     assert len(specs) == 4 + 2 * 2 * 2
     assert {s.config.label_budget for s in specs} == {2, None}
     assert sum("-n2-" in s.run_id for s in specs) == 6
+    assert {s.config.test for s in specs} == {(a,)}
+
+
+def test_own_test_sets_score_each_run_on_what_it_trained_on(tiny_backbone_dir, datasets, tmp_path):
+    a, b = datasets
+    d = study_dict(tiny_backbone_dir, a, tmp_path, train_sets=[a, b], test_sets="own", label_budgets=None)
+    specs = expand_grid(StudyConfig.from_dict(d))
+    assert {(s.config.train, s.config.test) for s in specs} == {((a,), (a,)), ((b,), (b,))}
 
 
 def test_label_budgets_are_checked_and_ablations_can_name_backbones(tiny_backbone_dir, datasets, tmp_path):

@@ -73,3 +73,9 @@ def test_label_budget_is_seeded_spread_and_kept_apart_from_validation(datasets, 
 
     first, again, other = train_ids(0, "s0"), train_ids(0, "s0b"), train_ids(1, "s1")
     assert first == again and first != other
+
+
+def test_a_time_budget_ends_training_and_keeps_a_model(datasets, tmp_path):
+    a, _ = datasets
+    m = train_run(unet_config(a, tmp_path, epochs=50, max_minutes=1e-4), tmp_path / "timed", progress=False)
+    assert 1 <= m["epochs_run"] < 50 and (tmp_path / "timed" / "checkpoint.safetensors").is_file()

@@ -2,7 +2,7 @@
 
 A study YAML names lists (``backbones``, ``adapters``, ``heads``, ``train_sets``, ``seeds`` and, to
 sweep how many labelled slices a run gets, ``label_budgets``: numbers or ``all``), the
-``test_sets`` every run is scored on, ``defaults`` (any TrainConfig key, shared by all runs),
+``test_sets`` every run is scored on (or ``own``: each run on the sets it was trained on), ``defaults`` (any TrainConfig key, shared by all runs),
 ``adapter_overrides`` (e.g. a lower resolution for LoRA on a CPU), ``ablations`` (extra, labelled
 cells such as ``pairing: text-sorted``) and ``analysis`` (run once per backbone). Relative paths are
 taken from the current directory and saved resolved with the study.
@@ -23,6 +23,10 @@ from emfm._settings import unknown_keys_message
 from emfm.analysis.config import AnalysisConfig
 from emfm.config import TrainConfig, apply_overrides, load_yaml, split_names
 from emfm.errors import ConfigError
+
+
+#: ``test_sets: own`` scores each run on its own training sets (label-efficiency studies, one set at a time).
+OWN_TEST_SETS = "own"
 
 
 @dataclass(frozen=True)

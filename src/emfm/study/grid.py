@@ -11,7 +11,7 @@ from pathlib import Path
 from emfm._io import safe_name
 from emfm.baselines import SCRATCH_MODELS, is_scratch_model
 from emfm.config import TrainConfig
-from emfm.study.config import StudyConfig
+from emfm.study.config import OWN_TEST_SETS, StudyConfig
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def analysis_dir(study_dir: str | Path, backbone: str) -> Path:
 
 # Settings added after studies were first run: left out of the digest while at their defaults, so the
 # runs of an existing study keep their ids (and are resumed, not redone) under a newer emfm.
-_LATER_SETTINGS = {"label_budget": None, "label_pick": "random"}
+_LATER_SETTINGS = {"label_budget": None, "label_pick": "random", "max_minutes": None}
 
 
 def _run_id(config: TrainConfig, ablation: str) -> str:
@@ -49,6 +49,11 @@ def _run_id(config: TrainConfig, ablation: str) -> str:
     if ablation:
         parts.insert(4, ablation)
     return safe_name("-".join(parts)) + f"-{digest}"
+
+
+def _tests(study: StudyConfig, train: tuple[str, ...]) -> tuple[str, ...]:
+    """The sets a run is scored on: the study's ``test_sets``, or with ``own`` its own training sets."""
+    return tuple(train) if study.test_sets == (OWN_TEST_SETS,) else study.test_sets
 
 
 def expand_grid(study: StudyConfig) -> list[RunSpec]:
@@ -70,7 +75,7 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
         if is_scratch_model(backbone):
             settings.pop("layers", None)
         config = TrainConfig.from_dict(
-            dict(settings, backbone=backbone, adapter=adapter, head=head, train=train, test=study.test_sets, seed=seed)
+            dict(settings, backbone=backbone, adapter=adapter, head=head, train=train, test=_tests(study, train), seed=seed)
         )
         run_id = _run_id(config, label)
         if run_id not in seen:

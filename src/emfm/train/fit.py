@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,8 @@ def fit(plan: Plan, data: RunData, model: Model, *, progress: bool) -> Fitted:
         gradient_clip_val=cfg.grad_clip or None, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         check_val_every_n_epoch=cfg.val_every,
+        # A time budget (Lightning's max_time) ends training like the last epoch would: the best weights are kept.
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         limit_val_batches=1.0 if has_val else 0,
     )
     from emfm._memory import PeakMemory
