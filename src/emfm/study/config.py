@@ -24,7 +24,6 @@ from emfm.analysis.config import AnalysisConfig
 from emfm.config import TrainConfig, apply_overrides, load_yaml, split_names
 from emfm.errors import ConfigError
 
-
 #: ``test_sets: own`` scores each run on its own training sets (label-efficiency studies, one set at a time).
 OWN_TEST_SETS = "own"
 
