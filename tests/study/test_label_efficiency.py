@@ -80,6 +80,7 @@ def test_label_efficiency_report_with_times_and_memory(tiny_backbone_dir, datase
 
 
 def test_smallest_budget_is_the_first_that_reaches_the_share():
-    pts = [{"dataset": "d", "method": "m", "slices": n, "mean": v} for n, v in [(1, 0.2), (4, 0.5), (8, 0.46), (16, 0.5)]]
+    means = [(1, 0.2), (4, 0.5), (8, 0.46), (16, 0.5)]
+    pts = [{"dataset": "d", "method": "m", "slices": n, "mean": v} for n, v in means]
     (row,) = smallest_budgets(pts)
     assert (row["smallest"], row["full_slices"], row["full_mean"]) == (4, 16, 0.5)

@@ -2,7 +2,8 @@
 
 A study YAML names lists (``backbones``, ``adapters``, ``heads``, ``train_sets``, ``seeds`` and, to
 sweep how many labelled slices a run gets, ``label_budgets``: numbers or ``all``), the
-``test_sets`` every run is scored on (or ``own``: each run on the sets it was trained on), ``defaults`` (any TrainConfig key, shared by all runs),
+``test_sets`` every run is scored on (or ``own``: each run on the sets it was trained on),
+``defaults`` (any TrainConfig key, shared by all runs),
 ``adapter_overrides`` (e.g. a lower resolution for LoRA on a CPU), ``ablations`` (extra, labelled
 cells such as ``pairing: text-sorted``) and ``analysis`` (run once per backbone). Relative paths are
 taken from the current directory and saved resolved with the study.

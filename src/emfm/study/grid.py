@@ -74,9 +74,9 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
             settings["label_budget"] = budget
         if is_scratch_model(backbone):
             settings.pop("layers", None)
-        config = TrainConfig.from_dict(
-            dict(settings, backbone=backbone, adapter=adapter, head=head, train=train, test=_tests(study, train), seed=seed)
-        )
+        grid_cell = {"backbone": backbone, "adapter": adapter, "head": head, "train": train,
+                     "test": _tests(study, train), "seed": seed}
+        config = TrainConfig.from_dict({**settings, **grid_cell})
         run_id = _run_id(config, label)
         if run_id not in seen:
             seen.add(run_id)
