@@ -27,6 +27,17 @@ CELL = (
 )
 
 
+def _short_id(weights_id: str) -> str:
+    """A weights digest cut to 12 characters; words (a from-scratch model's "none ...") kept whole."""
+    return weights_id[:12] if all(c in "0123456789abcdef" for c in weights_id) else weights_id
+
+
+def _size(run: dict[str, Any]) -> int | str:
+    """The table's px column: the whole-slice resize, or the pixel scale (tiles or a U-Net's whole slice)."""
+    scale = run.get("scale")
+    return run["resolution"] if scale is None else ("native" if float(scale) == 1.0 else f"scale {float(scale):g}")
+
+
 def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
     run = metrics["run"]
     tests = dict(metrics["test"])
@@ -35,9 +46,9 @@ def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for test_set, m in tests.items():
         rows.append({
-            "run_id": spec.run_id, "backbone": run["backbone"], "weights_id": run["weights_id"][:12],
+            "run_id": spec.run_id, "backbone": run["backbone"], "weights_id": _short_id(run["weights_id"]),
             "adapter": run["adapter"], "head": run["head"], "train_sets": "+".join(run["train_sets"]),
-            "test_set": test_set, "seed": run["seed"], "resolution": run["resolution"],
+            "test_set": test_set, "seed": run["seed"], "resolution": _size(run),
             "pairing": run["pairing"], "balance": run["balance"], "ablation": spec.ablation,
             "fg_iou": m["fg_iou"], "dice": m["dice"], "fg_iou_resized": m.get("fg_iou_resized"),
             "n_slices": m["n_slices"], "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],

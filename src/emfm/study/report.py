@@ -34,6 +34,11 @@ def _fmt(mean: float, sd: float | None, n: int) -> str:
     return f"{mean:.3f} ± {sd:.3f} (n={n})" if sd is not None else f"{mean:.3f} (n={n})"
 
 
+def _px(size: Any) -> str:
+    """``518 px`` for a whole-slice resize; ``native`` / ``scale 0.5`` as they are."""
+    return f"{size} px" if str(size).isdigit() else str(size)
+
+
 def _row_label(cell: dict[str, Any]) -> tuple[str, ...]:
     label = cell["ablation"] or ("balanced" if str(cell["balance"]) == "True" else "")
     if cell.get("label_budget"):
@@ -100,7 +105,7 @@ def plot_by_train_set(rows: Sequence[dict[str, Any]], path: Path) -> None:
     for ax, test in zip(axes[0], tests):
         labelled: set[int] = set()
         for k, ser in enumerate(series):
-            label = " ".join(str(p) for p in (ser[1], ser[2], f"{ser[4]} px", ser[3]) if p)
+            label = " ".join(str(p) for p in (ser[1], ser[2], _px(ser[4]), ser[3]) if p)
             label += f" [{ser[0]}]" if many_backbones else ""
             for j, train in enumerate(trains):
                 match = [c for c in cells if c["test_set"] == test and c["train_sets"] == train
@@ -149,7 +154,7 @@ def plot_by_backbone(rows: Sequence[dict[str, Any]], path: Path) -> None:
                     means.append(m[0]["mean"])
                     sds.append(m[0]["sd"] or 0)
                     ax.scatter(np.full(len(m[0]["values"]), x), m[0]["values"], s=10, color="black", zorder=3)
-            ax.bar(xs, means, width * 0.9, yerr=sds, capsize=3, label=f"{ad[0]} + {ad[1]}, {ad[2]} px")
+            ax.bar(xs, means, width * 0.9, yerr=sds, capsize=3, label=f"{ad[0]} + {ad[1]}, {_px(ad[2])}")
         ax.set_xticks(range(len(backbones)), backbones, rotation=15, ha="right")
         ax.set_title(f"trained and tested on {test}")
         ax.set_ylabel("foreground IoU (pooled)")
