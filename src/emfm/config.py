@@ -81,6 +81,8 @@ class TrainConfig(Settings):
     test: tuple[str, ...] = ()
     adapter: str = "frozen"
     adapter_settings: Mapping[str, Any] = field(default_factory=dict)
+    align: str = "none"
+    align_settings: Mapping[str, Any] = field(default_factory=dict)
     head: str = "linear"
     layers: tuple[int, ...] | None = None
     resolution: int = 518
@@ -123,6 +125,9 @@ class TrainConfig(Settings):
         self._check_scratch()
         settings = self.make_adapter().settings_dict()  # unknown adapter or setting -> ConfigError here
         object.__setattr__(self, "adapter_settings", settings)
+        alignment = self.make_alignment()
+        alignment.check(self.train)
+        object.__setattr__(self, "align_settings", alignment.settings_dict())
         check_choice("pairing", self.pairing, PAIRINGS, "; 'by-number' is correct, 'text-sorted' the study's mistake")
         check_choice("normalisation", self.normalisation, NORMALISATIONS)
         check_choice("intensity", self.intensity, INTENSITIES)
@@ -217,11 +222,22 @@ class TrainConfig(Settings):
             raise ConfigError(ADAPTERS.unknown_message(str(self.adapter)))
         return create_adapter(self.adapter, self.adapter_settings)
 
+    def make_alignment(self):
+        """The run's :class:`~emfm.align.Alignment` (``none`` for plain training), with its settings."""
+        from emfm.align import ALIGNMENTS, create_alignment
+
+        if self.align not in ALIGNMENTS:
+            raise ConfigError(ALIGNMENTS.unknown_message(str(self.align)))
+        if not isinstance(self.align_settings, Mapping):
+            raise ConfigError(f"align_settings must be a mapping of setting to value, got {self.align_settings!r}")
+        return create_alignment(self.align, self.align_settings)
+
     # -- serialisation -------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["adapter_settings"] = dict(self.adapter_settings)
+        d["align_settings"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.align_settings.items()}
         for key in ("layers", "augment"):
             d[key] = list(d[key]) if d[key] is not None else None
         return d

@@ -13,7 +13,7 @@ _FLAGS = {
     "pairing": str, "normalisation": str, "intensity": str, "precision": str, "data_root": str,
     "cache_dir": str, "max_train_slices": int, "layers": str, "scale": float, "tile": int, "tile_overlap": int,
     "crop": int, "crops_per_epoch": int, "augment": str, "loss": str, "min_steps": int, "val_every": int,
-    "label_budget": int, "label_pick": str, "max_minutes": float,
+    "label_budget": int, "label_pick": str, "max_minutes": float, "align": str,
 }
 # Comma-separated list flags -> the config's lists.
 _LISTS = {"layers": int, "augment": str}
@@ -44,6 +44,8 @@ _HELP = {
     "loss": "dice (the study's) or dice_ce (Dice + cross-entropy)",
     "min_steps": "training steps before early stopping may stop",
     "val_every": "validate every N epochs (patience counts validations)",
+    "align": "domain alignment for joint training: none, mixed (one slice of each set per batch), weighted, "
+             "domain-bn (settings: --set align_settings.KEY=VALUE)",
     "max_minutes": "stop training after this many minutes (the best weights so far are kept)",
     "label_budget": "train on N labelled slices of each training set, spread through the stack (see --label-pick)",
     "label_pick": "how a label budget picks: random (one per equal part, redrawn by --seed), even, or first",

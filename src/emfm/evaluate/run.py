@@ -12,6 +12,7 @@ import numpy as np
 from emfm._io import safe_name
 from emfm.data._stack import SliceStack
 from emfm.evaluate.evaluate import StackResult, evaluate_stack, summarise
+from emfm.evaluate.inference import slice_logits
 from emfm.features import StackFeatures
 from emfm.models.checkpoint import ModelInfo
 from emfm.models.segmenter import Segmenter
@@ -34,10 +35,18 @@ def evaluate_segmenter(
 
     run_dir = Path(run_dir)
     results: dict[str, StackResult] = {}
+    alignment = info.make_alignment()
     for name, stack in test_stacks.items():
-        results[name] = evaluate_stack(
-            segmenter, stack, info.preprocessing, features=(features or {}).get(name), progress=progress
-        )
+        cached = (features or {}).get(name)
+
+        def forward_all(stack=stack, cached=cached) -> None:
+            """The set's slices through the model, labels unread (for alignments that adapt to a set, AdaBN)."""
+            for i in range(len(stack)):
+                grids = cached.head_grids(i, segmenter.layers) if cached is not None else None
+                slice_logits(segmenter, stack.images[i], info.preprocessing, grids=grids)
+
+        with alignment.test_domain(segmenter.head, name, info.domains, forward_all):
+            results[name] = evaluate_stack(segmenter, stack, info.preprocessing, features=cached, progress=progress)
         if save_predictions:
             _save_predictions(run_dir / "predictions" / f"{safe_name(name)}.tif", results[name].predictions)
     panels = []

@@ -50,6 +50,9 @@ class ModelInfo:
     scale: float | None = None
     tile: int | None = None
     overlap: int | None = None
+    align: str = "none"
+    align_settings: Mapping[str, Any] = field(default_factory=dict)
+    domains: tuple[str, ...] = ()
 
     @property
     def preprocessing(self):
@@ -60,6 +63,12 @@ class ModelInfo:
             self.resolution, self.patch_size, self.mean, self.std, self.intensity,  # type: ignore[arg-type]
             scale=self.scale, tile=self.tile, overlap=self.overlap,
         )
+
+    def make_alignment(self):
+        """The :class:`~emfm.align.Alignment` the run was trained with (``none`` for older checkpoints)."""
+        from emfm.align import create_alignment
+
+        return create_alignment(self.align, self.align_settings)
 
     def make_adapter(self):
         """The :class:`~emfm.adapters.Adapter` the run was trained with, with its settings."""
@@ -75,6 +84,7 @@ class ModelInfo:
         meta = fold_adapter_keys(meta)
         meta["mean"], meta["std"] = tuple(meta["mean"]), tuple(meta["std"])
         meta["layers"] = tuple(meta.get("layers") or ())
+        meta["domains"] = tuple(meta.get("domains") or ())
         return cls(**meta)
 
 
@@ -87,7 +97,8 @@ def save_checkpoint(
 
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in segmenter.head.state_dict().items()}
     tensors.update({f"adapter.{k}": v.detach().cpu().contiguous() for k, v in (adapter_state or {}).items()})
-    meta = {**asdict(info), "adapter_settings": dict(info.adapter_settings), "layers": list(info.layers)}
+    meta = {**asdict(info), "adapter_settings": dict(info.adapter_settings), "layers": list(info.layers),
+            "align_settings": dict(info.align_settings), "domains": list(info.domains)}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"emfm": json.dumps(meta)})
 
@@ -127,6 +138,7 @@ def load_checkpoint(path: str | Path, backbone=None) -> tuple[Segmenter, ModelIn
         )
     tensors = load_file(str(path))
     head = create_head(info.head, info.in_channels, num_layers=max(1, len(info.layers)), patch_size=info.patch_size)
+    info.make_alignment().prepare_head(head, info.domains)  # e.g. per-domain BatchNorm, before its state loads
     head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
     adapter = info.make_adapter()
     adapter.prepare(backbone)

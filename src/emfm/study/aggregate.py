@@ -19,11 +19,11 @@ COLUMNS = [
     "run_id", "backbone", "weights_id", "adapter", "head", "train_sets", "test_set", "seed", "resolution",
     "pairing", "balance", "ablation", "fg_iou", "dice", "fg_iou_resized", "n_slices", "epochs_run",
     "best_epoch", "trainable_params", "wall_seconds", "label_budget", "train_slices", "train_seconds",
-    "peak_memory_mb",
+    "peak_memory_mb", "align",
 ]
 CELL = (
     "backbone", "adapter", "head", "resolution", "train_sets", "pairing", "balance", "ablation", "label_budget",
-    "test_set",
+    "align", "test_set",
 )
 
 
@@ -58,6 +58,7 @@ def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "train_slices": sum(metrics.get("train_slices", {}).values()) or "",
             "train_seconds": metrics.get("train_seconds"),
             "peak_memory_mb": (metrics.get("train_memory") or {}).get("peak_resident_mb"),
+            "align": run.get("align", "none"),
         })
     return rows
 

@@ -1,7 +1,8 @@
 """The study configuration: which grid to run, with which shared settings.
 
 A study YAML names lists (``backbones``, ``adapters``, ``heads``, ``train_sets``, ``seeds`` and, to
-sweep how many labelled slices a run gets, ``label_budgets``: numbers or ``all``), the
+sweep how many labelled slices a run gets, ``label_budgets``: numbers or ``all``; and ``aligns``, the
+domain-alignment methods of :mod:`emfm.align`, applied to the runs trained on several sets), the
 ``test_sets`` every run is scored on (or ``own``: each run on the sets it was trained on),
 ``defaults`` (any TrainConfig key, shared by all runs),
 ``adapter_overrides`` (e.g. a lower resolution for LoRA on a CPU), ``ablations`` (extra, labelled
@@ -52,6 +53,7 @@ class StudyConfig:
     test_sets: tuple[str, ...]
     seeds: tuple[int, ...]
     label_budgets: tuple[int | None, ...] = (None,)
+    aligns: tuple[str, ...] = ("none",)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     adapter_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ablations: tuple[Ablation, ...] = ()
@@ -70,10 +72,17 @@ class StudyConfig:
             bad |= set(ab.settings) - train_keys
         if bad:
             raise ConfigError(f"study {self.name!r}: {unknown_keys_message(bad, train_keys, 'run setting')}")
-        grid_keys = {"backbone", "adapter", "head", "train", "test", "seed", "label_budget"} & set(self.defaults)
+        grid_keys = {"backbone", "adapter", "head", "train", "test", "seed", "label_budget", "align"} & set(
+            self.defaults
+        )
         if grid_keys:
             raise ConfigError(f"study {self.name!r}: {sorted(grid_keys)} belong in the grid lists, not in defaults")
         from emfm.adapters import ADAPTERS
+        from emfm.align import ALIGNMENTS
+
+        for align in self.aligns:
+            if align not in ALIGNMENTS:
+                raise ConfigError(f"study {self.name!r}: {ALIGNMENTS.unknown_message(align)}")
 
         for adapter in [*self.adapters, *self.adapter_overrides, *(a for ab in self.ablations for a in ab.adapters)]:
             if adapter not in ADAPTERS:
@@ -104,6 +113,7 @@ class StudyConfig:
         d["test_sets"] = tuple(split_names(tests) if isinstance(tests, str) else listify(tests))
         d["seeds"] = tuple(int(s) for s in listify(d.get("seeds", [0])))
         d["label_budgets"] = _label_budgets(d.get("label_budgets"))
+        d["aligns"] = tuple(listify(d.get("aligns", ["none"]))) or ("none",)
         defaults = dict(d.get("defaults") or {})
         for key in ("data_root", "cache_dir"):
             if defaults.get(key):
@@ -139,7 +149,7 @@ class StudyConfig:
              "train_sets": [list(t) for t in a.train_sets], "seeds": list(a.seeds), **dict(a.settings)}
             for a in self.ablations
         ]
-        for key in ("backbones", "adapters", "heads", "test_sets", "seeds"):
+        for key in ("backbones", "adapters", "heads", "test_sets", "seeds", "aligns"):
             d[key] = list(d[key])
         d["label_budgets"] = ["all" if b is None else b for b in self.label_budgets]
         if self.analysis is not None:

@@ -33,7 +33,8 @@ def analysis_dir(study_dir: str | Path, backbone: str) -> Path:
 
 # Settings added after studies were first run: left out of the digest while at their defaults, so the
 # runs of an existing study keep their ids (and are resumed, not redone) under a newer emfm.
-_LATER_SETTINGS = {"label_budget": None, "label_pick": "random", "max_minutes": None}
+_LATER_SETTINGS = {"label_budget": None, "label_pick": "random", "max_minutes": None, "align": "none",
+                   "align_settings": {}}
 
 
 def _run_id(config: TrainConfig, ablation: str) -> str:
@@ -46,6 +47,8 @@ def _run_id(config: TrainConfig, ablation: str) -> str:
     parts = [backbone, config.adapter, config.head, "+".join(config.train), f"s{config.seed}"]
     if config.label_budget is not None:
         parts.insert(4, f"n{config.label_budget}")
+    if config.align != "none":
+        parts.insert(4, f"align-{config.align}")
     if ablation:
         parts.insert(4, ablation)
     return safe_name("-".join(parts)) + f"-{digest}"
@@ -66,12 +69,14 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
     seen: set[str] = set()
 
     def add(backbone: str, adapter: str, head: str, train: tuple[str, ...], seed: int, budget: int | None,
-            extra: dict, label: str) -> None:
+            align: str, extra: dict, label: str) -> None:
         if is_scratch_model(backbone):  # a U-Net has no adapter or head: one cell, whatever the lists say
             adapter, head = "scratch", SCRATCH_MODELS[backbone].head
         settings = {**study.defaults, **study.adapter_overrides.get(adapter, {}), **extra}
         if budget is not None:
             settings["label_budget"] = budget
+        if align != "none" and len(train) > 1:  # alignment is about several training sets; single-set runs once
+            settings["align"] = align
         if is_scratch_model(backbone):
             settings.pop("layers", None)
         grid_cell = {"backbone": backbone, "adapter": adapter, "head": head, "train": train,
@@ -82,15 +87,15 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
             seen.add(run_id)
             specs.append(RunSpec(run_id, config, label))
 
-    budgets = study.label_budgets
-    for backbone, adapter, head, train, budget, seed in itertools.product(
-        study.backbones, study.adapters, study.heads, study.train_sets, budgets, study.seeds
+    budgets, aligns = study.label_budgets, study.aligns
+    for backbone, adapter, head, train, align, budget, seed in itertools.product(
+        study.backbones, study.adapters, study.heads, study.train_sets, aligns, budgets, study.seeds
     ):
-        add(backbone, adapter, head, train, seed, budget, {}, "")
+        add(backbone, adapter, head, train, seed, budget, align, {}, "")
     for ab in study.ablations:
-        for backbone, adapter, head, train, budget, seed in itertools.product(
+        for backbone, adapter, head, train, align, budget, seed in itertools.product(
             ab.backbones or study.backbones, ab.adapters or study.adapters, ab.heads or study.heads,
-            ab.train_sets or study.train_sets, budgets, ab.seeds or study.seeds,
+            ab.train_sets or study.train_sets, aligns, budgets, ab.seeds or study.seeds,
         ):
-            add(backbone, adapter, head, train, seed, budget, dict(ab.settings), safe_name(ab.name))
+            add(backbone, adapter, head, train, seed, budget, align, dict(ab.settings), safe_name(ab.name))
     return specs

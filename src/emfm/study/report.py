@@ -41,6 +41,8 @@ def _px(size: Any) -> str:
 
 def _row_label(cell: dict[str, Any]) -> tuple[str, ...]:
     label = cell["ablation"] or ("balanced" if str(cell["balance"]) == "True" else "")
+    if cell.get("align") not in (None, "", "none"):
+        label = f"{label}, align {cell['align']}" if label else f"align {cell['align']}"
     if cell.get("label_budget"):
         budget = f"{cell['label_budget']} labelled slices"
         label = f"{label}, {budget}" if label else budget

@@ -59,6 +59,8 @@ class CropItems(Dataset):
         preprocessing: normalisation for pixel crops.
         want_pixels: put normalised pixels in each item (pixel heads, live encoding).
         intensity: intensity augmentation of the pixel crop, or None.
+        mixed: item ``i`` is drawn from training set ``i mod K`` (alignment ``mixed``: with a batch size that is
+            a multiple of K, each batch holds every set equally).
         seed: base seed.
     """
 
@@ -73,12 +75,13 @@ class CropItems(Dataset):
         want_pixels: bool,
         intensity: IntensityAugment | None = None,
         balance: bool = False,
+        mixed: bool = False,
         seed: int = 0,
     ) -> None:
         self.sources = list(sources)
         self.crop, self.patch, self.length = int(crop), int(patch), int(length)
         self.prep, self.want_pixels, self.intensity = preprocessing, want_pixels, intensity
-        self.balance, self.seed, self.epoch = balance, int(seed), 0
+        self.balance, self.mixed, self.seed, self.epoch = balance, mixed, int(seed), 0
         self.by_dataset: dict[int, list[int]] = {}
         for i, s in enumerate(self.sources):
             self.by_dataset.setdefault(s.dataset, []).append(i)
@@ -89,7 +92,11 @@ class CropItems(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _pick(self, rng: np.random.Generator) -> int:
+    def _pick(self, rng: np.random.Generator, index: int) -> int:
+        if self.mixed:  # item i comes from training set i mod K: a batch of K consecutive items holds each once
+            keys = sorted(self.by_dataset)
+            group = self.by_dataset[keys[index % len(keys)]]
+            return group[int(rng.integers(len(group)))]
         if self.balance:
             group = self.by_dataset[sorted(self.by_dataset)[int(rng.integers(len(self.by_dataset)))]]
             return group[int(rng.integers(len(group)))]
@@ -97,7 +104,7 @@ class CropItems(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        src = self.sources[self._pick(rng)]
+        src = self.sources[self._pick(rng, int(index))]
         y0, x0 = crop_origin(src.mask.shape, self.crop, self.patch, rng)
         y1, x1 = y0 + self.crop, x0 + self.crop
         item: dict[str, Any] = {"mask": src.mask[y0:y1, x0:x1], "source": src.dataset}

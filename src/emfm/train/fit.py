@@ -102,7 +102,7 @@ def training_items(plan: Plan, data: RunData, model: Model, kind: str):
         return CropItems(
             sources, crop=cfg.crop, patch=plan.preprocessing.patch_size, length=cfg.crops_per_epoch,
             preprocessing=plan.preprocessing, want_pixels=want_pixels, intensity=intensity, balance=cfg.balance,
-            seed=cfg.seed,
+            mixed=plan.alignment.mixed_batches and len(data.train) > 1, seed=cfg.seed,
         )
     return WholeItems(sources, preprocessing=plan.preprocessing, want_pixels=want_pixels)
 
@@ -111,15 +111,28 @@ def make_loaders(plan: Plan, data: RunData, model: Model) -> tuple[Any, Any, boo
     import torch
     from torch.utils.data import DataLoader
 
-    from emfm.train.datasets import list_collate, make_sampler
+    from emfm.train.datasets import MixedOrder, list_collate, make_sampler
 
     cfg = plan.config
     train_items, val_items = training_items(plan, data, model, "train"), training_items(plan, data, model, "val")
-    crops = cfg.crop is not None  # crops draw their own sources (balanced or not) from their seed
-    sampler = None if crops else make_sampler(train_items.sources_index, balance=cfg.balance, seed=cfg.seed)
+    crops = cfg.crop is not None  # crops draw their own sources (balanced, mixed or not) from their seed
+    mixed = plan.alignment.mixed_batches and len(data.train) > 1
+    batch_size = cfg.batch_size
+    if mixed:  # every batch holds each training set equally: a multiple of the number of sets
+        k = len(data.train)
+        batch_size = max(k, round(cfg.batch_size / k) * k)
+        if batch_size != cfg.batch_size:
+            log.info("align %s: batch size %d -> %d (a multiple of %d sets)", plan.alignment.name, cfg.batch_size,
+                     batch_size, k)
+    if crops:
+        sampler = None
+    elif mixed:
+        sampler = MixedOrder(train_items.sources_index, seed=cfg.seed)
+    else:
+        sampler = make_sampler(train_items.sources_index, balance=cfg.balance, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_loader = DataLoader(
-        train_items, batch_size=cfg.batch_size, shuffle=sampler is None and not crops, sampler=sampler,
+        train_items, batch_size=batch_size, shuffle=sampler is None and not crops, sampler=sampler,
         collate_fn=list_collate, generator=gen,
     )
     val_loader = DataLoader(val_items, batch_size=cfg.batch_size, collate_fn=list_collate)
@@ -137,7 +150,9 @@ def fit(plan: Plan, data: RunData, model: Model, *, progress: bool) -> Fitted:
     train_loader, val_loader, has_val = make_loaders(plan, data, model)
     if not has_val:
         log.warning("no validation slices: training runs all %d epochs and keeps the last weights", cfg.epochs)
-    module = SegmentationModule(model.segmenter, lr=plan.lr, weight_decay=cfg.weight_decay, loss=cfg.loss)
+    module = SegmentationModule(
+        model.segmenter, lr=plan.lr, weight_decay=cfg.weight_decay, loss=cfg.loss, alignment=plan.alignment
+    )
     keep, history = KeepBest(), History()
     callbacks: list[L.Callback] = [keep, history, NewCropsEachEpoch()]
     if has_val and cfg.patience > 0:

@@ -21,12 +21,15 @@ class SegmentationModule(L.LightningModule):
     Only parameters with ``requires_grad`` go to the optimiser: the head, plus any adapter's.
     """
 
-    def __init__(self, segmenter: Segmenter, *, lr: float, weight_decay: float, loss: str = "dice") -> None:
+    def __init__(
+        self, segmenter: Segmenter, *, lr: float, weight_decay: float, loss: str = "dice", alignment=None
+    ) -> None:
         super().__init__()
         self.segmenter = segmenter
         self.lr = lr
         self.weight_decay = weight_decay
         self.loss_name = loss
+        self.alignment = alignment  # an emfm.align.Alignment, or None for plain training
 
     def _logits(self, items: list[dict], size) -> torch.Tensor:
         pixels = torch.stack([it["pixels"] for it in items]).to(self.device) if "pixels" in items[0] else None
@@ -37,19 +40,27 @@ class SegmentationModule(L.LightningModule):
             return self.segmenter.head_logits(grids, pixels, size)
         return self.segmenter(pixels)
 
-    def _logits_and_targets(self, batch: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _logits_and_targets(self, batch: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+        """Logits, targets and training-set index per group of items that run together: one group per
+        size, and per training set when the alignment normalises each set on its own."""
+        per_domain = self.alignment is not None and self.alignment.per_domain_forward
         groups: dict[tuple[int, ...], list[dict]] = {}
         for item in batch:
-            groups.setdefault(tuple(item["mask"].shape), []).append(item)
-        logits, targets = [], []
-        for shape, items in groups.items():
+            key = (*item["mask"].shape, item.get("source", 0) if per_domain else 0)
+            groups.setdefault(key, []).append(item)
+        logits, targets, sources = [], [], []
+        for key, items in groups.items():
             y = torch.stack([it["mask"] for it in items]).to(self.device)
-            logits.append(self._logits(items, shape))
+            if per_domain:
+                self.alignment.set_domain(self.segmenter.head, key[-1])
+            logits.append(self._logits(items, key[:-1]))
             targets.append(y)
-        return logits, targets
+            sources.append(key[-1])
+        if per_domain:
+            self.alignment.set_domain(self.segmenter.head, None)
+        return logits, targets, sources
 
-    def loss(self, batch: list[dict]) -> torch.Tensor:
-        logits, targets = self._logits_and_targets(batch)
+    def _loss_of(self, logits: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         value = dice_loss(logits, targets)
         if self.loss_name == "dice_ce":
             import torch.nn.functional as F
@@ -57,6 +68,17 @@ class SegmentationModule(L.LightningModule):
             ce = sum(F.cross_entropy(lg.float(), y, reduction="sum") for lg, y in zip(logits, targets))
             value = value + ce / sum(y.numel() for y in targets)
         return value
+
+    def loss(self, batch: list[dict]) -> torch.Tensor:
+        logits, targets, sources = self._logits_and_targets(batch)
+        if self.alignment is None or not self.alignment.per_set_loss:
+            return self._loss_of(logits, targets)
+        losses, counts = {}, {}
+        for k in sorted(set(sources)):
+            mine = [i for i, s in enumerate(sources) if s == k]
+            losses[k] = self._loss_of([logits[i] for i in mine], [targets[i] for i in mine])
+            counts[k] = sum(targets[i].numel() for i in mine)
+        return self.alignment.combine(losses, counts)
 
     def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -110,9 +132,9 @@ class NewCropsEachEpoch(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         loader = trainer.train_dataloader
-        dataset = getattr(loader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(trainer.current_epoch)
+        for part in (getattr(loader, "dataset", None), getattr(loader, "sampler", None)):
+            if hasattr(part, "set_epoch"):  # crop datasets and the mixed-batch order
+                part.set_epoch(trainer.current_epoch)
 
 
 class History(L.Callback):

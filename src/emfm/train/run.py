@@ -99,6 +99,7 @@ class Plan:
     preprocessing: Preprocessing
     layers: tuple[int, ...]
     lr: float
+    alignment: Any = None
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -146,7 +147,7 @@ def resolve(config: TrainConfig, data: RunData, backbone=None) -> Plan:
         raise ConfigError(f"crop {config.crop} is not a multiple of the patch size {prep.patch_size}")
     layers = resolve_layers(config.layers or head_layers(config.head, backbone.num_layers), backbone.num_layers)
     lr = config.lr if config.lr is not None else head_default_lr(config.head)
-    return Plan(config, adapter, backbone, prep, layers, lr)
+    return Plan(config, adapter, backbone, prep, layers, lr, config.make_alignment())
 
 
 @dataclass
@@ -199,6 +200,7 @@ def prepare(plan: Plan, data: RunData, *, progress: bool) -> Model:
     head = create_head(
         plan.config.head, plan.backbone.embed_dim, num_layers=len(plan.layers), patch_size=plan.preprocessing.patch_size
     )
+    plan.alignment.prepare_head(head, list(plan.config.train))
     segmenter = Segmenter(
         head, None if plan.adapter.uses_cached_features else plan.backbone, layers=plan.layers,
         preprocessing=plan.preprocessing,
@@ -258,7 +260,8 @@ def save_model(plan: Plan, model: Model, run_dir: Path):
         in_channels=backbone.embed_dim, adapter=plan.adapter.name, resolution=prep.resolution,
         mean=prep.mean, std=prep.std, intensity=prep.intensity, patch_size=prep.patch_size,  # type: ignore[arg-type]
         adapter_settings=plan.adapter.settings_dict(), layers=plan.layers, scale=prep.scale, tile=prep.tile,
-        overlap=prep.overlap,
+        overlap=prep.overlap, align=plan.alignment.name, align_settings=plan.alignment.settings_dict(),
+        domains=tuple(cfg.train),
     )
     save_checkpoint(run_dir / CHECKPOINT_NAME, model.segmenter, info, plan.adapter.state(backbone))
     return info
@@ -296,6 +299,7 @@ def summarise(
             "resolution": cfg.resolution, "scale": cfg.scale, "layers": list(plan.layers), "crop": cfg.crop,
             "augment": list(plan.variants), "lr": plan.lr, "pairing": cfg.pairing, "balance": cfg.balance,
             "precision": cfg.precision, "label_budget": cfg.label_budget, "label_pick": cfg.label_pick,
+            "align": plan.alignment.name, "align_settings": plan.alignment.settings_dict(),
             "from_scratch": backbone.family == "scratch",
         },
         "train_slices": {name: len(tr) for name, (tr, _) in data.train.items()},
