@@ -1,18 +1,40 @@
 """Atomic writes: a reader never sees a half-written file, even after SIGKILL.
 
 Write to a temporary file in the same directory, flush and fsync, then ``os.replace``. The standard
-library has the pieces but no single call for it, hence these few lines.
+library has the pieces but no single call for it, hence these few lines. ``tempfile`` makes its files
+private (mode 0600); the file is given the mode any other program's output gets (0666 less the user's
+umask) before it takes its place, so a run or report on a group's shared storage is readable by the
+group as the user's umask intends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+#: The modes ``open()`` and ``mkdir()`` ask for, before the umask takes its part.
+FILE_MODE, DIR_MODE = 0o666, 0o777
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux's
+    ``/proc/self/status``); elsewhere set and restored under a lock, briefly to the strict 0o077."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -27,6 +49,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        # After the writer: some (safetensors) write a file of their own in the temporary's place.
+        os.chmod(tmp_path, FILE_MODE & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-from collections.abc import Collection, Mapping
-from typing import Any, TypeVar
+import functools
+import numbers
+import os
+import types
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from emfm.errors import ConfigError
 
@@ -58,6 +62,132 @@ def check_number(
         raise ConfigError(f"{name} must be {' and '.join(x for x in (lo, hi) if x)}, got {value!r}")
 
 
+def _accepts_float(hint: Any) -> bool:
+    return hint is float or (_is_union(hint) and float in get_args(hint))
+
+
+def _is_union(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType)
+
+
+def _kind(hint: Any) -> str:
+    """How a message names what ``hint`` wants: ``an integer``, ``a list of integers``..."""
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if _is_union(hint):
+        kinds = [_kind(a) for a in args if a is not type(None)]
+        return " or ".join(kinds) + (" or null" if type(None) in args else "")
+    if origin is tuple:
+        return f"a list of {_kind(args[0]).removeprefix('an ').removeprefix('a ')}s" if args else "a list"
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
+        return "a mapping of keys to values"
+    return f"a {getattr(hint, '__name__', hint)}"
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the type ``hint`` names; a tuple field also takes one item or, for
+    text items, a comma-separated string (the fields split them themselves)."""
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args) or (
+            isinstance(value, int) and not isinstance(value, bool) and str(value) in args  # precision: 32
+        )
+    if _is_union(hint):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        item = args[0] if args else Any
+        if isinstance(value, (list, tuple)):
+            return all(_fits(v, item) for v in value)
+        return _fits(value, item)  # one item for a list of them: the field makes it a tuple
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
+        return isinstance(value, Mapping)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # an annotation this check does not know: left to the field's own checks
+
+
+def check_annotation(name: str, value: Any, hint: Any) -> None:
+    """Raise a ConfigError naming ``name`` and what it takes unless ``value`` fits the annotation ``hint``.
+
+    Messages match :func:`check_number` and :func:`check_choice` (``epochs must be an integer, got
+    'ten'``; ``unknown loss 'l1'; use one of 'dice', 'dice_ce'``); a list whose items are wrong names
+    the item (``layers (each) must be an integer, got 'a'``).
+    """
+    if _fits(value, hint):
+        return
+    try:
+        _raise_misfit(name, value, hint)
+    except ConfigError as exc:
+        exc.field = name.removesuffix(" (each)")  # type: ignore[attr-defined]
+        raise
+
+
+def _raise_misfit(name: str, value: Any, hint: Any) -> None:
+    options = [a for a in get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
+    if len(options) == 1:
+        (inner,) = options
+        if get_origin(inner) is Literal:
+            check_choice(name, value, get_args(inner))
+        if get_origin(inner) is tuple and isinstance(value, (list, tuple)) and get_args(inner):
+            item = get_args(inner)[0]
+            bad = next(v for v in value if not _fits(v, item))
+            _raise_misfit(f"{name} (each)", bad, item)
+        hint = inner  # "lr must be a number": that it may also be left out goes without saying
+    path_like = hint is str and name.endswith(("_root", "_dir", "_path"))
+    raise ConfigError(f"{name} must be {'a path' if path_like else _kind(hint)}, got {value!r}")
+
+
+def _checked_post_init(own: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``own`` (a config's ``__post_init__``, with its ranges and combinations) after the annotation check.
+
+    When a field has the wrong type, the field's own check, where it has one, usually words it
+    better ("device must be a name such as 'cpu'..."), so its ConfigError wins if it names the same
+    field; anything else it raises on the wrong value (a TypeError, or an error about another
+    setting that the bad value led to) gives way to the annotation check's message.
+    """
+
+    @functools.wraps(own)
+    def post_init(self: Any) -> None:
+        try:
+            self.check_fields()
+        except ConfigError as generic:
+            name = generic.field  # type: ignore[attr-defined]
+            try:
+                own(self)
+            except ConfigError as specific:
+                text = str(specific)
+                if text.startswith((f"{name} ", f"unknown {name} ")):
+                    raise specific from None
+            except Exception:  # noqa: BLE001 (the wrong value broke the field's own check: ours says why)
+                pass
+            raise generic from None
+        own(self)
+
+    post_init._checks_fields = True  # type: ignore[attr-defined]
+    return post_init
+
+
 class Settings:
     """Mixin for frozen dataclasses: build from a mapping with key hints, save as a dict or YAML."""
 
@@ -81,6 +211,28 @@ class Settings:
         cls.check_keys(data)
         return cls(**data)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap a subclass's own ``__post_init__`` so that every field is checked against its
+        annotation too (see :meth:`_checked_post_init`), without each config having to ask."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None and not getattr(own, "_checks_fields", False):
+            cls.__post_init__ = _checked_post_init(own)  # type: ignore[attr-defined]
+
+    def __post_init__(self) -> None:
+        self.check_fields()
+
+    def check_fields(self) -> None:
+        """Check every field against its annotation: a wrong type (``epochs: ten``, ``seed: [a]``,
+        ``balance: maybe``) is one ConfigError naming the field and what it takes, instead of a
+        TypeError deep in torch or in a comparison. Numeric strings in float fields become floats first."""
+        import typing
+
+        self.coerce_floats()
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            check_annotation(f.name, getattr(self, f.name), hints.get(f.name, Any))
+
     def coerce_floats(self) -> None:
         """Turn numeric strings in float fields into floats: YAML 1.1 reads ``5e-4`` (no dot) as a
         string, and a user who typed ``--set lr=5e-4`` meant the number."""
@@ -89,8 +241,8 @@ class Settings:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if isinstance(value, str) and hints.get(f.name) in (float, float | None):
-                with contextlib.suppress(ValueError):  # left for the field's own check to report
+            if isinstance(value, str) and _accepts_float(hints.get(f.name)):
+                with contextlib.suppress(ValueError):  # left for the type check to report
                     object.__setattr__(self, f.name, float(value))
 
     def to_dict(self) -> dict[str, Any]:

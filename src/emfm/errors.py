@@ -45,3 +45,14 @@ class ConfigError(EmfmError, ValueError):
 
 class RunDirError(EmfmError, FileExistsError):
     """A run directory is missing what is needed, or holds a different run."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT), carrying what the interrupted command kept and how to go on.
+
+    A KeyboardInterrupt still, so code that cleans up on one does so; the CLI prints
+    ``emfm: interrupted: <message>`` and exits 130, as a shell expects of a process stopped by SIGINT.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

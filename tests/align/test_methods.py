@@ -57,7 +57,9 @@ def test_mixed_batches_hold_one_item_of_each_set():
 
 def test_a_weight_per_training_set_is_checked():
     with pytest.raises(ConfigError, match="one weight per training set"):
-        TrainConfig.from_dict({"backbone": "x", "train": "a,b", "align": "weighted", "align_settings": {"weights": [1]}})
+        TrainConfig.from_dict(
+            {"backbone": "x", "train": "a,b", "align": "weighted", "align_settings": {"weights": [1]}}
+        )
     method = create_alignment("weighted", {"weights": [1.0, 3.0]})
     value = method.combine({0: torch.tensor(1.0), 1: torch.tensor(2.0)}, {0: 10, 1: 1})
     assert float(value) == pytest.approx((1 * 1 + 3 * 2) / 4)

@@ -192,3 +192,71 @@ def test_folder_datasets_cannot_be_fetched(tmp_path: Path) -> None:
     (tmp_path / "masks").mkdir()
     with pytest.raises(DataError, match=r"has nothing to download"):
         fetch_dataset(f"folder:{tmp_path}")
+
+
+# -- limits and leftovers, through `emfm data fetch` -------------------------------------------------------
+
+
+def _fetch(dest: Path, url: str) -> list[str]:
+    return ["data", "fetch", "lucchi_pp", "--root", str(dest), "--url", url, "--no-progress"]
+
+
+@pytest.fixture
+def published(archive: tuple[bytes, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test archive as the one lucchi_pp publishes (the CLI checks the registered sha256)."""
+    monkeypatch.setattr(get_dataset("lucchi_pp"), "archive_sha256", archive[1])
+
+
+@pytest.mark.parametrize(
+    "limit,value,message",
+    [("MAX_ARCHIVE_BYTES", 100, r"ok\.zip is \d+ bytes, more than the 100 bytes limit"),
+     ("MAX_MEMBERS", 3, r"holds \d+ members, more than the 3 limit"),
+     ("MAX_UNPACKED_BYTES", 1000, r"unpacks to \d+ bytes, more than the 1000 bytes limit")],
+)
+def test_an_archive_over_a_limit_is_refused_and_leaves_nothing(
+    tmp_path: Path, server: str, published: None, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], limit: str, value: int, message: str,
+) -> None:
+    import re
+
+    from emfm.cli import main
+    from emfm.data import download
+
+    monkeypatch.setattr(download, limit, value)
+    dest = tmp_path / "data" / "lucchi_pp"
+    assert main(_fetch(dest, f"{server}/ok.zip")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("emfm: error: ") and "\n" not in err and re.search(message, err), err
+    assert _leftovers(dest.parent) == []
+
+
+def test_a_fetch_removes_what_a_killed_fetch_left(
+    tmp_path: Path, server: str, published: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emfm.cli import main
+
+    parent = tmp_path / "data"
+    (parent / ".lucchi_pp.fetch-k1ll3d.unpack" / "Lucchi++").mkdir(parents=True)
+    (parent / ".lucchi_pp.fetch-k1ll3d.download").write_bytes(b"half an archive")
+    (parent / ".vnc.fetch-other.download").write_bytes(b"another dataset's, not ours to remove")
+    assert main(_fetch(parent / "lucchi_pp", f"{server}/ok.zip")) == 0
+    assert _leftovers(parent) == [".vnc.fetch-other.download", "lucchi_pp"]
+    assert f"lucchi_pp is at {parent / 'lucchi_pp'}" in capsys.readouterr().out
+
+
+def test_a_second_fetch_into_the_same_place_is_refused_while_one_runs(
+    tmp_path: Path, server: str, published: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import filelock
+
+    from emfm.cli import main
+
+    parent = tmp_path / "data"
+    parent.mkdir()
+    (parent / ".lucchi_pp.fetch-running.download").write_bytes(b"being written")
+    with filelock.FileLock(parent / ".lucchi_pp.fetch.lock", thread_local=False):
+        assert main(_fetch(parent / "lucchi_pp", f"{server}/ok.zip")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another `emfm data fetch lucchi_pp` into" in err and "is running" in err
+    assert (parent / ".lucchi_pp.fetch-running.download").read_bytes() == b"being written"  # not its to remove
+    assert not (parent / "lucchi_pp").exists()

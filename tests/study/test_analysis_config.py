@@ -68,8 +68,9 @@ def test_run_analyses_completes_the_config_per_backbone_and_reuses_analysis_json
 
     def fake_run_analysis(config, out, **kwargs):
         calls.append((config, out))
-        out.mkdir(parents=True)
-        (out / "analysis.json").write_text(json.dumps({"backbone": {"name": config.backbone}}))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config.to_yaml())  # as run_analysis records its settings
+        (out / "analysis.json").write_text(json.dumps({"backbone": {"name": config.backbone}, "n_boot": config.n_boot}))
         return {}
 
     monkeypatch.setattr(emfm.analysis, "run_analysis", fake_run_analysis)
@@ -78,5 +79,8 @@ def test_run_analyses_completes_the_config_per_backbone_and_reuses_analysis_json
     assert [c.backbone for c, _ in calls] == ["dinov2-s", "dinov2-b"]
     assert all(c.data_root == "/data" and c.cache_dir == "/cache" and c.seed == 2 for c, _ in calls)
     assert calls[0][1] == analysis_dir(tmp_path, "dinov2-s")
-    assert results["dinov2-b"] == {"backbone": {"name": "dinov2-b"}}
-    assert run_analyses(study, tmp_path) == results and len(calls) == 2  # analysis.json present: not rerun
+    assert results["dinov2-b"] == {"backbone": {"name": "dinov2-b"}, "n_boot": 200}
+    assert run_analyses(study, tmp_path) == results and len(calls) == 2  # done with these settings: not rerun
+    changed = StudyConfig.from_dict(_study({"datasets": ["lucchi_pp", "vnc"], "seed": 2, "n_boot": 50}))
+    again = run_analyses(changed, tmp_path)
+    assert len(calls) == 4 and again["dinov2-s"]["n_boot"] == 50  # other settings: done again

@@ -242,6 +242,7 @@ def _write_config(config: AnalysisConfig, out: Path, backbone: Backbone) -> None
     )
     if not config.backbone:
         header += f"# backbone: null: it ran with an already created backbone, {backbone.name}\n"
+    (out / ANALYSIS_NAME).unlink(missing_ok=True)  # a result of other settings must not sit beside this config
     atomic_write_text(out / CONFIG_NAME, header + config.to_yaml())
 
 

@@ -190,10 +190,17 @@ def _load_model_dir(
             f"{config.num_attention_heads} attention heads; leave num_heads out"
         )
     apply_overrides(config, overrides)
+    from safetensors import SafetensorError
+
     try:
         model, info = model_class.from_pretrained(
             directory, config=config, dtype=torch.float32, local_files_only=True, output_loading_info=True
         )
+    except SafetensorError as exc:  # a weight file cut short (an interrupted download or copy) or damaged
+        raise CheckpointFormatError(
+            f"the weights in {directory} ({', '.join(f.name for f in files)}) are damaged or cut short "
+            f"({' '.join(str(exc).split())[:200]}); copy or download them again"
+        ) from None
     except (OSError, RuntimeError, ValueError) as exc:
         raise CheckpointFormatError(
             f"transformers could not load {directory} as {family.model_class}: {' '.join(str(exc).split())[:300]}"

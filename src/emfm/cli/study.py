@@ -24,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-wait", action="store_true", help="submit the jobs and return; aggregate later")
     p.add_argument("--aggregate-only", action="store_true", help="run nothing; aggregate the finished runs")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is complete")
+    p.add_argument("--overwrite", action="store_true",
+                   help="take over an --out that holds another study (its runs are kept; study.yaml and the "
+                        "report are replaced)")
     p.set_defaults(func=run)
 
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.gpus_per_node is not None:
         params["gpus_per_node"] = args.gpus_per_node
     summary = run_study(study, out, executor=args.executor, executor_params=params, wait=not args.no_wait,
-                        aggregate_only=args.aggregate_only)
+                        aggregate_only=args.aggregate_only, overwrite=args.overwrite)
     if "submitted" in summary:
         print(f"submitted {summary['submitted']} runs; "
               f"when they finish: emfm study {args.config} --out {out} --aggregate-only")

@@ -103,6 +103,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--run", required=True, help="run directory written by emfm train")
     e.add_argument("--test", help="test set(s), comma separated (default: the run's own)")
     e.add_argument("--data-root", help="folder holding one folder per dataset")
+    e.add_argument("--backbone", metavar="PATH",
+                   help="where the run's backbone weights are now, if they moved since training (checked: they "
+                        "must be the same weights)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=run_evaluate)
 
@@ -156,11 +159,15 @@ def print_metrics(metrics: dict) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from emfm.errors import Interrupted
     from emfm.train.run import train_run
 
     config = build_config(args)
     out = Path(args.out) if args.out else default_out(config)
-    metrics = train_run(config, out, overwrite=args.overwrite, progress=not args.no_progress)
+    try:
+        metrics = train_run(config, out, overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_run(out)) from None
     r = metrics["run"]
     print(f"run {out}: {r['backbone']} {r['adapter']} + {r['head']}, trained on {'+'.join(r['train_sets'])}, "
           f"seed {r['seed']}, {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), "
@@ -169,12 +176,24 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def interrupted_run(out: Path) -> str:
+    """What an interrupted ``emfm train`` kept, and how to go on."""
+    from emfm import rundir
+
+    if not (out / rundir.CONFIG_NAME).is_file():
+        return f"nothing was written to {out}; rerun the same command to train"
+    return (
+        f"the run in {out} did not finish (it has no {rundir.METRICS_NAME}); the features computed so far are "
+        f"kept in the cache: rerun the same command to train it"
+    )
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from emfm.config import split_names
     from emfm.evaluate.run import evaluate_run
 
     metrics = evaluate_run(args.run, split_names(args.test) if args.test else None, data_root=args.data_root,
-                           progress=not args.no_progress)
+                           backbone=args.backbone, progress=not args.no_progress)
     print(f"run {args.run}: {metrics['backbone']}")
     print_metrics(metrics)
     return 0

@@ -13,10 +13,16 @@ Steps, so that nothing half-written is ever where a reader would look:
 
 The URL can be overridden per call (``url=``, ``--url``) or by ``$EMFM_<NAME>_URL`` (e.g.
 ``EMFM_LUCCHI_PP_URL``), for mirrors and tests.
+
+Limits, because a URL may serve anything: an archive larger than :data:`MAX_ARCHIVE_BYTES`, or one
+whose members number more than :data:`MAX_MEMBERS` or unpack to more than :data:`MAX_UNPACKED_BYTES`
+(a zip bomb), is refused before it fills the disk. A fetch holds a lock beside the destination while
+it runs; the temporaries of a fetch that was killed (SIGKILL, a lost node) are removed by the next.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -26,8 +32,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from emfm._io import DIR_MODE, current_umask
 from emfm.data._datasets import EMDataset, PathArg
 from emfm.data.registry import get_dataset
 from emfm.errors import DataError, DownloadError
@@ -36,6 +44,12 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
+
+#: The largest archive fetched (the published datasets are well under 2 GB).
+MAX_ARCHIVE_BYTES = 16 << 30
+#: The most an archive may unpack to, and the most members it may hold.
+MAX_UNPACKED_BYTES = 64 << 30
+MAX_MEMBERS = 200_000
 
 
 def url_env_var(name: str) -> str:
@@ -58,6 +72,8 @@ def _download(url: str, target: Path, *, progress: bool) -> str:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp, open(target, "wb") as out:
             length = resp.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
+            if expected is not None and expected > MAX_ARCHIVE_BYTES:
+                raise DownloadError(f"{url} is {_size(expected)}, more than the {_size(MAX_ARCHIVE_BYTES)} limit")
             with tqdm(
                 total=expected,
                 unit="B",
@@ -70,10 +86,14 @@ def _download(url: str, target: Path, *, progress: bool) -> str:
                     chunk = resp.read(_CHUNK)
                     if not chunk:
                         break
+                    got += len(chunk)
+                    if got > MAX_ARCHIVE_BYTES:
+                        raise DownloadError(f"{url} sends more than the {_size(MAX_ARCHIVE_BYTES)} limit; stopped")
                     out.write(chunk)
                     h.update(chunk)
-                    got += len(chunk)
                     bar.update(len(chunk))
+    except DownloadError:
+        raise
     except http.client.IncompleteRead as exc:
         raise DownloadError(f"download of {url} was cut short after {got + len(exc.partial)} bytes") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
@@ -82,6 +102,60 @@ def _download(url: str, target: Path, *, progress: bool) -> str:
     if expected is not None and got != expected:
         raise DownloadError(f"download of {url} was cut short: got {got} of {expected} bytes")
     return h.hexdigest()
+
+
+def _size(n: int) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _extract(archive: Path, into: Path, source: str) -> None:
+    """Unpack the zip, after checking it does not hold more members or bytes than the limits allow."""
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise DownloadError(f"the archive from {source} holds {len(members)} members, more than the "
+                                f"{MAX_MEMBERS} limit; it is not a dataset archive emfm knows")
+        total = sum(m.file_size for m in members)
+        if total > MAX_UNPACKED_BYTES:
+            raise DownloadError(f"the archive from {source} unpacks to {_size(total)}, more than the "
+                                f"{_size(MAX_UNPACKED_BYTES)} limit; it is not a dataset archive emfm knows")
+        zf.extractall(into)  # zipfile drops absolute paths and '..' from member names
+
+
+def _temporaries(dest: Path) -> str:
+    """The name prefix of a fetch's temporaries beside ``dest`` (and how a later fetch finds them)."""
+    return f".{dest.name}.fetch-"
+
+
+@contextlib.contextmanager
+def _fetch_lock(ds: EMDataset, dest: Path) -> Iterator[None]:
+    """Hold the lock of fetches into ``dest``; once held, any temporaries beside it are left over from
+    a fetch that died without cleaning up (SIGKILL), and are removed."""
+    import filelock
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = dest.parent / f".{dest.name}.fetch.lock"
+    lock = filelock.FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise DownloadError(
+            f"another `emfm data fetch {ds.name}` into {dest} is running; wait for it to finish "
+            f"(or, if none is, remove {lock_path})"
+        ) from None
+    try:
+        for stale in dest.parent.glob(_temporaries(dest) + "*"):
+            logger.info("removing %s, left by a fetch that did not finish", stale)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        yield
+    finally:
+        lock.release()
+        lock_path.unlink(missing_ok=True)
 
 
 def _verify_decoded(ds: EMDataset, root: Path, url: str) -> None:
@@ -107,10 +181,10 @@ def _destination(ds: EMDataset, root: PathArg | None, data_root: PathArg | None)
 def _unpack(ds: EMDataset, source: str, expected: str | None, dest: Path, *, progress: bool) -> None:
     """Download, verify and unpack into temporaries beside ``dest``, then move into place in one step."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".download", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temporaries(dest), suffix=".download", dir=dest.parent)
     os.close(fd)
     archive = Path(tmp_name)
-    unpacked = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpack", dir=dest.parent))
+    unpacked = Path(tempfile.mkdtemp(prefix=_temporaries(dest), suffix=".unpack", dir=dest.parent))
     try:
         try:
             digest = _download(source, archive, progress=progress)
@@ -122,9 +196,10 @@ def _unpack(ds: EMDataset, source: str, expected: str | None, dest: Path, *, pro
                 f"published {ds.name}. Try again, or {_by_hand(ds, dest)}."
             )
         try:
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(unpacked)  # zipfile drops absolute paths and '..' from member names
+            _extract(archive, unpacked, source)
         except (zipfile.BadZipFile, OSError) as exc:
+            if isinstance(exc, DownloadError):
+                raise
             raise DownloadError(f"the archive from {source} cannot be unpacked ({exc}).") from exc
         found = ds.find_root(unpacked)
         if found is None:
@@ -135,6 +210,7 @@ def _unpack(ds: EMDataset, source: str, expected: str | None, dest: Path, *, pro
         if dest.is_dir():
             dest.rmdir()  # empty (checked by the caller); os.replace cannot replace a folder otherwise everywhere
         os.replace(found, dest)
+        os.chmod(dest, DIR_MODE & ~current_umask())  # mkdtemp's folder is private; a dataset is not
     finally:
         archive.unlink(missing_ok=True)
         shutil.rmtree(unpacked, ignore_errors=True)
@@ -163,8 +239,9 @@ def fetch_dataset(
         progress: progress bars on stderr.
 
     Raises:
-        DownloadError: offline, network error, truncated download, checksum mismatch, or an archive
-            without the expected folders. Nothing is left at the destination then.
+        DownloadError: offline, network error, truncated download, checksum mismatch, an archive
+            without the expected folders or over the size and member limits, or another fetch into
+            the same place under way. Nothing is left at the destination then.
         DataError: ``name`` is a folder dataset, both ``root`` and ``data_root`` are given, or the
             destination holds something else.
     """
@@ -180,6 +257,7 @@ def fetch_dataset(
         logger.info("%s is already at %s; nothing downloaded.", ds.name, dest)
         return dest
     source = url or os.environ.get(url_env_var(ds.name)) or ds.url
-    _unpack(ds, source, sha256 or ds.archive_sha256, dest, progress=progress)
+    with _fetch_lock(ds, dest):
+        _unpack(ds, source, sha256 or ds.archive_sha256, dest, progress=progress)
     logger.info("%s unpacked to %s", ds.name, dest)
     return dest

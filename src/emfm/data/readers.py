@@ -4,13 +4,15 @@ Two entry points:
 
 - :func:`read_image` decodes one 2-D slice (PNG, WebP, JPEG, BMP through Pillow; TIFF through tifffile)
   into a ``(H, W)`` uint8 or uint16 array. Grey stored as RGB (as lossless WebP must be) becomes grey;
-  real colour, float or signed data are refused with a :class:`~emfm.errors.DataError` that says what is
-  supported, because a silent conversion would change the numbers a model sees.
+  1-bit (bilevel) PNGs and TIFFs, as masks are often saved, read as 0/255; real colour, float or signed
+  data are refused with a :class:`~emfm.errors.DataError` that says what is supported, because a silent
+  conversion would change the numbers a model sees.
 - :func:`open_volume` opens a ``(Z, Y, X)`` volume lazily: a 3-D TIFF (memory-mapped, or through
-  tifffile's zarr store when compressed or tiled), a folder of 2-D slices (sorted by the number in the
-  name, never as text), a zarr array or OME-Zarr image (its first, full-resolution level), or an HDF5
-  dataset. Slices are decoded only when indexed, so ``emfm predict`` can stream volumes larger than
-  memory.
+  tifffile's zarr store when compressed or tiled; a 3- or 4-slice stack that tifffile saved, by its
+  default, as planar RGB opens as those slices), a folder of 2-D slices (sorted by the number in the
+  name, never as text, ``img.0001.png`` included), a zarr array or OME-Zarr image (its first,
+  full-resolution level), or an HDF5 dataset. Slices are decoded only when indexed, so ``emfm predict``
+  can stream volumes larger than memory.
 
 Path syntax for containers: ``file.h5:group/dataset``, ``store.zarr`` or ``store.zarr:array/path``.
 
@@ -124,6 +126,8 @@ def _read_tiff(path: Path) -> np.ndarray:
             raise DataError(f"{path}: TIFF holds no image data.")
         series = tif.series[0]
         arr, axes = series.asarray(), series.axes
+    if arr.dtype == np.bool_:  # a 1-bit (bilevel) TIFF, as masks are often saved: 0/255, like a bilevel PNG
+        arr = arr.view(np.uint8) * np.uint8(255)
     for i in reversed(range(len(axes))):  # drop length-1 axes other than Y, X and samples
         if axes[i] not in "YXS" and arr.shape[i] == 1:
             arr, axes = arr.squeeze(i), axes[:i] + axes[i + 1 :]
@@ -131,6 +135,12 @@ def _read_tiff(path: Path) -> np.ndarray:
         raise DataError(
             f"{path}: is a stack of shape {arr.shape} (axes {axes}); read_image reads one 2-D slice. "
             "Use open_volume for stacks."
+        )
+    if axes == "SYX" and arr.shape[0] in (3, 4) and any(not np.array_equal(arr[0], a) for a in arr[1:]):
+        raise DataError(
+            f"{path}: holds {arr.shape[0]} different planes stored as planar RGB, which is how tifffile saves a "
+            f"({arr.shape[0]}, Y, X) array by default; read_image reads one grey slice. If they are slices of a "
+            "stack, open it as a volume, or save them with tifffile.imwrite(path, stack, photometric='minisblack')."
         )
     if "S" in axes:  # samples (colour) last, as Pillow gives them
         arr = np.moveaxis(arr, axes.index("S"), -1)
@@ -177,8 +187,15 @@ _NUMBER = re.compile(r"(\d+)")
 
 
 def number_in_name(name: str) -> int | None:
-    """The last run of digits in a file's stem (``mask0007.png`` -> 7), or None if it has none."""
-    found = _NUMBER.findall(Path(name).name.split(".")[0])
+    """The last run of digits in a file's name without its image suffix (``mask0007.png`` -> 7,
+    ``img.0001.png`` -> 1, ``z12.ome.tif`` -> 12), or None if it has none."""
+    base = Path(name).name
+    lower = base.lower()
+    for suffix in (".ome.tiff", ".ome.tif", *sorted(IMAGE_SUFFIXES, key=len, reverse=True)):
+        if lower.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    found = _NUMBER.findall(base)
     return int(found[-1]) if found else None
 
 
@@ -332,8 +349,16 @@ def _open_tiff(path: Path) -> Volume:
         if len(tif.series) == 0:
             raise DataError(f"{path}: TIFF holds no image data.")
         series = tif.series[0]
-        if "S" in series.axes:
-            raise DataError(f"{path}: is a colour TIFF (axes {series.axes}); open_volume reads grey stacks.")
+        if series.axes == "SYX":  # tifffile's default for a (3, Y, X) or (4, Y, X) array: planes, not colour
+            logger.warning(
+                "%s: stored as %d planes of planar RGB (tifffile's default for a (%d, Y, X) array); "
+                "reading them as %d grey slices", path, series.shape[0], series.shape[0], series.shape[0],
+            )
+        elif "S" in series.axes:
+            raise DataError(
+                f"{path}: is a colour TIFF (axes {series.axes}); open_volume reads grey stacks. If it holds grey "
+                "slices, save them with tifffile.imwrite(path, stack, photometric='minisblack')."
+            )
         try:
             array: Any = tifffile.memmap(path, mode="r", series=0)
             chunks = None

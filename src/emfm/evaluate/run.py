@@ -84,10 +84,14 @@ def evaluate_run(
     test: list[str] | None = None,
     *,
     data_root: str | None = None,
+    backbone: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Re-evaluate a saved run on ``test`` sets (default: its own) without training.
 
+    ``backbone`` is where the run's backbone weights are now, when they have moved since training (the
+    checkpoint records where they were); they must be the same weights (their digest is checked).
+    The model is loaded before any data, so a missing or wrong backbone fails first.
     Writes ``evaluation.json`` (and predictions) in the run directory and returns the metrics.
     """
     from emfm import rundir
@@ -105,10 +109,11 @@ def evaluate_run(
     config = TrainConfig.from_dict(load_yaml(cfg_path))
     names = test or list(config.test)
     root = data_root or config.data_root
+    segmenter, info = load_checkpoint(run_dir / CHECKPOINT_NAME, backbone_path=backbone)
     stacks = {n: load_split(n, "test", data_root=root) for n in names}
-    segmenter, info = load_checkpoint(run_dir / CHECKPOINT_NAME)
     result = evaluate_segmenter(segmenter, info, stacks, run_dir, progress=progress)
-    out = {"run_dir": str(run_dir), "backbone": info.backbone_name, **result}
+    source = str(Path(backbone).expanduser().resolve()) if backbone is not None else info.backbone
+    out = {"run_dir": str(run_dir), "backbone": info.backbone_name, "backbone_source": source, **result}
     atomic_write_json(run_dir / "evaluation.json", finite_json(out))
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -114,27 +114,59 @@ def read_info(path: str | Path) -> ModelInfo:
             meta = json.loads((fh.metadata() or {})["emfm"])
     except Exception as exc:  # safetensors raises several types for damaged files
         raise RunDirError(f"{path} is not an emfm checkpoint ({exc}); retrain the run") from None
+    from emfm.adapters import flat_setting_keys  # the flat lora_* keys of older checkpoints
+
+    unknown = sorted(set(meta) - {f.name for f in fields(ModelInfo)} - set(flat_setting_keys()))
+    if unknown:  # a newer emfm recorded something this one cannot honour: using the model regardless would lie
+        raise CheckpointFormatError(
+            f"{path} was written by a newer emfm: its metadata has {', '.join(unknown)}, which this emfm does not "
+            f"know; upgrade emfm (pip install -U emfm) to use this run"
+        )
     try:
         return ModelInfo.from_metadata(meta)
-    except TypeError as exc:
+    except (TypeError, KeyError, ValueError) as exc:
         raise CheckpointFormatError(
-            f"{path}: checkpoint metadata does not fit this emfm ({exc}); retrain the run"
+            f"{path}: checkpoint metadata does not fit this emfm ({type(exc).__name__}: {exc}); retrain the run"
         ) from None
 
 
-def load_checkpoint(path: str | Path, backbone=None) -> tuple[Segmenter, ModelInfo]:
-    """Rebuild the segmenter of a checkpoint, with its backbone (loaded unless one is given)."""
+def run_backbone(info: ModelInfo, backbone_path: str | Path | None = None):
+    """The backbone a checkpoint needs: from ``backbone_path`` where given (the run's weights have moved:
+    ``--backbone PATH``), else from where the run found it. :func:`load_checkpoint` checks its weights
+    digest against the checkpoint's, so a wrong file is refused, not used."""
+    from emfm.backbones import create_backbone
+    from emfm.errors import WeightsNotFoundError
+
+    if backbone_path is not None:
+        return create_backbone(str(backbone_path))
+    try:
+        return create_backbone(info.backbone)
+    except WeightsNotFoundError as exc:
+        raise type(exc)(
+            f"{exc}. The run was trained on {info.backbone_name} from {info.backbone}; if those weights have "
+            f"moved, pass --backbone PATH (their new place)"
+        ) from None
+
+
+def load_checkpoint(
+    path: str | Path, backbone=None, *, backbone_path: str | Path | None = None
+) -> tuple[Segmenter, ModelInfo]:
+    """Rebuild the segmenter of a checkpoint, with its backbone: ``backbone`` if given, else loaded from
+    ``backbone_path`` (weights that have moved) or from where the run found it (:func:`run_backbone`).
+
+    Raises:
+        RunDirError: the backbone's weights are not those the run was trained on (their digest differs).
+    """
     from safetensors.torch import load_file
 
     info = read_info(path)
     if backbone is None:
-        from emfm.backbones import create_backbone
-
-        backbone = create_backbone(info.backbone)
+        backbone = run_backbone(info, backbone_path)
     if backbone.weights_id != info.weights_id:
+        given = f"--backbone {backbone_path}" if backbone_path is not None else backbone.name
         raise RunDirError(
             f"the checkpoint {path} was trained on backbone weights {info.weights_id[:12]} "
-            f"({info.backbone_name}) but {backbone.name} has {backbone.weights_id[:12]}; load the same weights"
+            f"({info.backbone_name}) but {given} has {backbone.weights_id[:12]}; load the same weights"
         )
     tensors = load_file(str(path))
     head = create_head(info.head, info.in_channels, num_layers=max(1, len(info.layers)), patch_size=info.patch_size)

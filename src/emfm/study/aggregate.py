@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from emfm import rundir
 from emfm._io import atomic_write_text
 from emfm.study.grid import RunSpec
 
@@ -66,9 +64,9 @@ def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def collect_rows(specs: Sequence[RunSpec], study_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     for spec in specs:
-        d = spec.directory(study_dir)
-        if rundir.is_complete(d):
-            rows.extend(rows_for(spec, json.loads((d / rundir.METRICS_NAME).read_text())))
+        metrics = spec.metrics(study_dir)
+        if metrics is not None:
+            rows.extend(rows_for(spec, metrics))
     return rows
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emfm._settings import unknown_keys_message
+from emfm._settings import check_annotation, unknown_keys_message
 from emfm.analysis.config import AnalysisConfig
 from emfm.config import TrainConfig, apply_overrides, load_yaml, split_names
 from emfm.errors import ConfigError
@@ -101,44 +101,28 @@ class StudyConfig:
         if unknown:
             raise ConfigError(f"unknown study key(s) {unknown}; valid keys: {', '.join(sorted(known))}")
         d = dict(data)
-
-        def listify(v: Any) -> list:
-            return [v] if isinstance(v, (str, int)) else list(v or [])
-
-        d["backbones"] = tuple(_resolve_path(b) for b in listify(d.get("backbones")))
-        d["adapters"] = tuple(listify(d.get("adapters", ["frozen"])))
-        d["heads"] = tuple(listify(d.get("heads", ["linear"])))
-        d["train_sets"] = tuple(tuple(split_names(t)) for t in listify(d.get("train_sets")))
+        d["backbones"] = tuple(_resolve_path(b) for b in _names("backbones", d.get("backbones")))
+        d["adapters"] = tuple(_names("adapters", d.get("adapters", ["frozen"])))
+        d["heads"] = tuple(_names("heads", d.get("heads", ["linear"])))
+        d["train_sets"] = _train_sets("train_sets", d.get("train_sets"))
         tests = d.get("test_sets")
-        d["test_sets"] = tuple(split_names(tests) if isinstance(tests, str) else listify(tests))
-        d["seeds"] = tuple(int(s) for s in listify(d.get("seeds", [0])))
+        d["test_sets"] = tuple(split_names(tests) if isinstance(tests, str) else _names("test_sets", tests))
+        d["seeds"] = _seeds("seeds", d.get("seeds", [0]))
         d["label_budgets"] = _label_budgets(d.get("label_budgets"))
-        d["aligns"] = tuple(listify(d.get("aligns", ["none"]))) or ("none",)
-        defaults = dict(d.get("defaults") or {})
+        d["aligns"] = tuple(_names("aligns", d.get("aligns", ["none"]))) or ("none",)
+        defaults = dict(_mapping("defaults", d.get("defaults")))
         for key in ("data_root", "cache_dir"):
             if defaults.get(key):
+                check_annotation(f"defaults.{key}", defaults[key], str)
                 defaults[key] = str(Path(defaults[key]).expanduser().resolve())
         d["defaults"] = defaults
-        d["adapter_overrides"] = {k: dict(v) for k, v in (d.get("adapter_overrides") or {}).items()}
-        abl = []
-        for item in d.get("ablations") or []:
-            item = dict(item)
-            name = item.pop("name", None)
-            if not name:
-                raise ConfigError("every ablation needs a name (it labels the rows it adds)")
-            abl.append(
-                Ablation(
-                    name=name,
-                    backbones=tuple(_resolve_path(b) for b in listify(item.pop("backbones", []))),
-                    adapters=tuple(listify(item.pop("adapters", []))),
-                    heads=tuple(listify(item.pop("heads", []))),
-                    train_sets=tuple(tuple(split_names(t)) for t in listify(item.pop("train_sets", []))),
-                    seeds=tuple(int(x) for x in listify(item.pop("seeds", []))),
-                    settings=item,
-                )
-            )
-        d["ablations"] = tuple(abl)
+        overrides = _mapping("adapter_overrides", d.get("adapter_overrides"))
+        d["adapter_overrides"] = {k: dict(_mapping(f"adapter_overrides.{k}", v)) for k, v in overrides.items()}
+        d["ablations"] = tuple(_ablation(item) for item in _listify(d.get("ablations")))
         d["analysis"] = _analysis_config(d.get("analysis"))
+        for key in ("name", "description"):
+            if key in d:
+                check_annotation(key, d[key], str)
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +144,64 @@ class StudyConfig:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _listify(value: Any) -> list[Any]:
+    """A YAML list, or one item given without brackets (``seeds: 0``), as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _names(key: str, value: Any) -> list[str]:
+    names = _listify(value)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"study {key} holds {name!r}; list names (e.g. {key}: [a, b])")
+    return names
+
+
+def _train_sets(key: str, value: Any) -> tuple[tuple[str, ...], ...]:
+    """Each entry one training set or several trained on together (``lucchi_pp,vnc`` or a list)."""
+    out = []
+    for item in _listify(value):
+        if isinstance(item, str):
+            out.append(tuple(split_names(item)))
+        else:
+            out.append(tuple(_names(f"{key} entry", item)))
+    return tuple(out)
+
+
+def _seeds(key: str, value: Any) -> tuple[int, ...]:
+    seeds = _listify(value)
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"study {key} holds {seed!r}; give whole numbers 0 or more (e.g. {key}: [0, 1, 2])")
+    return tuple(seeds)
+
+
+def _mapping(key: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"study {key} must be a mapping of settings to values (key: value lines), got {value!r}")
+    return value
+
+
+def _ablation(item: Any) -> Ablation:
+    item = dict(_mapping("ablations entry", item))
+    name = item.pop("name", None)
+    if not name or not isinstance(name, str):
+        raise ConfigError("every ablation needs a name (it labels the rows it adds)")
+    return Ablation(
+        name=name,
+        backbones=tuple(_resolve_path(b) for b in _names("ablation backbones", item.pop("backbones", []))),
+        adapters=tuple(_names("ablation adapters", item.pop("adapters", []))),
+        heads=tuple(_names("ablation heads", item.pop("heads", []))),
+        train_sets=_train_sets("ablation train_sets", item.pop("train_sets", [])),
+        seeds=_seeds("ablation seeds", item.pop("seeds", [])),
+        settings=item,
+    )
 
 
 def _label_budgets(value: Any) -> tuple[int | None, ...]:

@@ -7,7 +7,9 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from emfm import rundir
 from emfm._io import safe_name
 from emfm.baselines import SCRATCH_MODELS, is_scratch_model
 from emfm.config import TrainConfig
@@ -25,6 +27,12 @@ class RunSpec:
     def directory(self, study_dir: str | Path) -> Path:
         return Path(study_dir) / "runs" / self.run_id
 
+    def metrics(self, study_dir: str | Path) -> dict[str, Any] | None:
+        """The run's metrics if it is complete: they parse and are those of this spec's config. A
+        damaged ``metrics.json``, or one of another config, leaves the run pending
+        (:func:`emfm.rundir.complete_metrics`), so a rerun redoes it and no table reads it."""
+        return rundir.complete_metrics(self.directory(study_dir), self.config.to_yaml(), load=TrainConfig.from_dict)
+
 
 def analysis_dir(study_dir: str | Path, backbone: str) -> Path:
     """Where a study keeps a backbone's representation analysis."""
@@ -37,8 +45,15 @@ _LATER_SETTINGS = {"label_budget": None, "label_pick": "random", "max_minutes": 
                    "align_settings": {}}
 
 
+# The digest used to take in the emfm version with the settings, so that an upgrade renamed, and so reran,
+# every run of a grid whose results it would not change. The version is pinned to the one every existing id
+# was made with: those ids stay, and no later release changes them. A change that does alter results
+# belongs in the settings (a new setting, or a new default), which the digest sees.
+_ID_VERSION = "0.1.0"
+
+
 def _run_id(config: TrainConfig, ablation: str) -> str:
-    settings = config.to_dict()
+    settings = {**config.to_dict(), "emfm_version": _ID_VERSION}
     for key, default in _LATER_SETTINGS.items():
         if settings.get(key) == default:
             settings.pop(key, None)

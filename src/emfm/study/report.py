@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from markdown.treeprocessors import Treeprocessor
 
 from emfm import rundir
 from emfm._io import atomic_write_text
@@ -167,13 +170,20 @@ def plot_by_backbone(rows: Sequence[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path, tight=False)
 
 
+def _read_json(path: Path) -> Any:
+    """A run's JSON record, or None where it is missing or damaged: a report is written whatever a run left."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def _splits_text(specs: Sequence[RunSpec], out: Path) -> str:
     seen: dict[str, str] = {}
     for spec in specs:
-        path = spec.directory(out) / "splits.json"
-        if not path.is_file():
+        splits = _read_json(spec.directory(out) / "splits.json")
+        if not isinstance(splits, dict):
             continue
-        splits = json.loads(path.read_text())
         for key, value in splits.items():
             if key.startswith("test:"):
                 name = key[5:]
@@ -188,9 +198,8 @@ def _splits_text(specs: Sequence[RunSpec], out: Path) -> str:
 
 def _versions(specs: Sequence[RunSpec], out: Path) -> str:
     for spec in specs:
-        path = spec.directory(out) / rundir.ENV_NAME
-        if path.is_file():
-            env = json.loads(path.read_text())
+        env = _read_json(spec.directory(out) / rundir.ENV_NAME)
+        if isinstance(env, dict) and isinstance(env.get("libraries"), dict):
             libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
             return f"emfm {env['emfm']} (commit {env['git_commit']}), Python {env['python']}, {libs}; {env['platform']}"
     return "no run has finished yet"
@@ -407,19 +416,60 @@ def _protocol_text(study: StudyConfig) -> str:
   before the argmax."""
 
 
+def _own_figure(out: Path, src: str) -> Path | None:
+    """The file ``src`` names if it is one of the study's own figures (a PNG under ``out/figures``)."""
+    if not src or urlsplit(src).scheme or src.startswith(("/", "\\")):
+        return None
+    figures = (out / "figures").resolve()
+    path = (out / src).resolve()
+    return path if path.suffix == ".png" and path.is_relative_to(figures) and path.is_file() else None
+
+
+class _SharedPage(Treeprocessor):
+    """Embeds the study's own figures; turns other images into their alt text and unsafe links into text."""
+
+    def __init__(self, md: Any, out: Path) -> None:
+        super().__init__(md)
+        self.out = out
+
+    def run(self, root: Any) -> None:
+        for element in root.iter():
+            if element.tag == "img":
+                path = _own_figure(self.out, element.get("src", ""))
+                if path is not None:
+                    element.set("src", "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode())
+                else:
+                    alt, tail = element.get("alt") or "image", element.tail
+                    element.clear()
+                    element.tag, element.text, element.tail = "span", f"[{alt}: image not embedded]", tail
+            elif element.tag == "a" and urlsplit(element.get("href", "")).scheme not in _LINK_SCHEMES:
+                element.attrib.pop("href", None)
+                element.tag = "span"
+
+
+#: Link schemes kept in the shared page ("" is a relative link, such as ``results.csv``).
+_LINK_SCHEMES = ("", "http", "https", "mailto")
+
+
 def _html_page(text: str, title: str, out: Path) -> str:
-    """The Markdown as one self-contained HTML page: figures under ``out`` are embedded as data URIs."""
+    """The Markdown as one self-contained HTML page meant to be shared: the study's own figures (under
+    ``out/figures``) embedded as data URIs, and nothing else taken in.
+
+    Text from the study config (its description, ablation names, settings) is text: raw HTML in it is
+    escaped, not passed through (Python-Markdown passes it through by default), links keep only web
+    and mail addresses and relative ones, and an image that is not one of the study's figures (an
+    absolute path, ``../``) is shown as its alt text instead of inlining a file from the author's disk.
+    """
+    import html
+
     import markdown
 
-    def embed(match: re.Match) -> str:
-        path = out / match.group(1)
-        if not path.is_file():
-            return match.group(0)
-        data = base64.b64encode(path.read_bytes()).decode()
-        return f'src="data:image/png;base64,{data}"'
-
-    html_body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-    html_body = re.sub(r'src="([^"]+\.png)"', embed, html_body)
+    md = markdown.Markdown(extensions=["tables", "fenced_code"])
+    md.preprocessors.deregister("html_block")
+    md.inlinePatterns.deregister("html")
+    md.treeprocessors.register(_SharedPage(md, out), "emfm_shared_page", 0)  # after the inline patterns
+    html_body = md.convert(text)
+    title = html.escape(title)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>emfm study {title}</title><style>"

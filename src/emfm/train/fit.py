@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from emfm.train._lightning import EpochHook
     from emfm.train.run import Model, Plan, RunData
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,9 @@ def make_loaders(plan: Plan, data: RunData, model: Model) -> tuple[Any, Any, boo
     return train_loader, val_loader, len(val_items) > 0
 
 
-def fit(plan: Plan, data: RunData, model: Model, *, progress: bool) -> Fitted:
-    """Train the segmenter's trainable parameters (head, adapter) with Lightning."""
+def fit(plan: Plan, data: RunData, model: Model, *, progress: bool, on_epoch: EpochHook | None = None) -> Fitted:
+    """Train the segmenter's trainable parameters (head, adapter) with Lightning; ``on_epoch`` hears of
+    each epoch as it starts (a study's progress line)."""
     import lightning as L
 
     from emfm.train.module import History, KeepBest, NewCropsEachEpoch, SegmentationModule
@@ -159,6 +161,10 @@ def fit(plan: Plan, data: RunData, model: Model, *, progress: bool) -> Fitted:
         from lightning.pytorch.callbacks import EarlyStopping
 
         callbacks.append(EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
+    if on_epoch is not None:
+        from emfm.train._lightning import epoch_callback
+
+        callbacks.append(epoch_callback(on_epoch))
     trainer = L.Trainer(
         max_epochs=cfg.epochs, min_steps=cfg.min_steps or None, accelerator="auto", devices=1,
         precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
@@ -170,8 +176,9 @@ def fit(plan: Plan, data: RunData, model: Model, *, progress: bool) -> Fitted:
         limit_val_batches=1.0 if has_val else 0,
     )
     from emfm._memory import PeakMemory
+    from emfm.train._lightning import lightning_guard
 
-    with PeakMemory() as peak:
+    with PeakMemory() as peak, lightning_guard(cfg):
         trainer.fit(module, train_loader, val_loader if has_val else None)
     # Lightning hands the module back on the CPU; the backbone (none for a from-scratch model) stayed put.
     device = next(plan.backbone.parameters(), next(model.segmenter.parameters())).device

@@ -220,6 +220,7 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     backbone=None,
+    on_epoch=None,
 ) -> dict[str, Any]:
     """Train and evaluate one run; write ``out`` and return its metrics.
 
@@ -229,6 +230,7 @@ def train_run(
         overwrite: replace a directory that holds a different run.
         progress: show progress bars.
         backbone: an already created backbone (tests, notebooks); else ``config.backbone`` is loaded.
+        on_epoch: called as each training epoch starts with (epoch, max epochs, seconds per epoch so far).
     """
     from emfm.models.heads import HEADS
     from emfm.train.fit import fit
@@ -238,10 +240,10 @@ def train_run(
     HEADS.get(config.head)  # an unknown head fails before anything is loaded
     data = load_stacks(config, progress=progress)
     plan = resolve(config, data, backbone)
-    run_dir = rundir.prepare(out, config.to_yaml(), overwrite=overwrite)
+    run_dir = rundir.prepare(out, config.to_yaml(), overwrite=overwrite, load=TrainConfig.from_dict)
     atomic_write_json(run_dir / "splits.json", data.splits_record())
     model = prepare(plan, data, progress=progress)
-    fitted = fit(plan, data, model, progress=progress)
+    fitted = fit(plan, data, model, progress=progress, on_epoch=on_epoch)
     info = save_model(plan, model, run_dir)
     evaluation = evaluate(plan, data, model, info, run_dir, progress=progress)
     plot_curve(plan, fitted, run_dir)
