@@ -24,7 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "then the flags, then --set, each later one winning."
         ),
     )
-    p.add_argument("--run", required=True, help="run directory written by `emfm train`")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--run", help="run directory written by `emfm train`")
+    model.add_argument("--model", help="a model written by `emfm export` (.onnx or bioimage.io .zip), run the same "
+                                       "way as its run directory (on the CPU), to check it before sharing it")
     p.add_argument(
         "--input", required=True,
         help="3-D tif, folder of 2-D slices (png/webp/tif), STORE.zarr[:ARRAY] (OME-Zarr too) or FILE.h5:DATASET",
@@ -101,19 +104,28 @@ def run_predict(args: argparse.Namespace) -> int:
 
     settings = predict_settings(args)
     common = dict(probabilities=args.probabilities, overwrite=args.overwrite, progress=not args.no_progress)
+    run = args.run or args.model
+    if args.model:
+        from emfm.export import is_exported_model
+
+        if not is_exported_model(args.model):
+            raise ConfigError(f"--model {args.model}: expected an `emfm export` output (.onnx or .zip); pass a run "
+                              f"directory as --run")
     if args.dask or args.workers or args.scheduler:
+        if args.model:
+            raise ConfigError("--model works without dask only; drop --dask/--workers/--scheduler or predict --run")
         if args.max_slices is not None:
             raise ConfigError("--max-slices works without dask only; drop --dask/--workers/--scheduler or it")
         from emfm.predict import predict_volume_dask
 
         result = predict_volume_dask(
-            args.run, args.input, args.output, settings, block_slices=args.block_slices,
+            run, args.input, args.output, settings, block_slices=args.block_slices,
             scheduler=_scheduler(args.scheduler), num_workers=args.workers, **common,
         )
     else:
         from emfm.predict import predict_volume
 
-        result = predict_volume(args.run, args.input, args.output, settings, max_slices=args.max_slices, **common)
+        result = predict_volume(run, args.input, args.output, settings, max_slices=args.max_slices, **common)
     _report(result)
     return 0
 

@@ -67,6 +67,8 @@ class SlicePredictor:
         self.segmenter = segmenter
         self.info = info
         self.preprocessing = info.preprocessing
+        # what a slice becomes at the network's size: the run's pixels, or an exported model's own input
+        self.model_input = getattr(segmenter, "model_input", None) or self.preprocessing.pixels
         self.settings = resolve_tiling(settings, info)
         self.device = self.settings.device or default_device()
 
@@ -105,7 +107,7 @@ class SlicePredictor:
             size = pre.network_size(shape)
             for s in range(0, len(idx), step):
                 part = idx[s : s + step]
-                logits = self._forward(torch.stack([pre.pixels(images[i], size) for i in part]))
+                logits = self._forward(torch.stack([self.model_input(images[i], size) for i in part]))
                 for b, i in enumerate(part):
                     out[i] = logits_to_size(logits[b : b + 1], shape)
         return out
@@ -117,7 +119,7 @@ class SlicePredictor:
         s = self.settings
         h, w = image.shape
         size = (max(1, round(h * s.scale)), max(1, round(w * s.scale)))
-        pixels = self.preprocessing.pixels(image, size)
+        pixels = self.model_input(image, size)
         logits = tiled_logits(self._forward, pixels, tile=s.tile, halo=s.halo, batch_size=s.batch_size)
         return logits_to_size(logits[None], (h, w))
 
@@ -148,9 +150,15 @@ def encode_probability(p: np.ndarray, dtype: ProbabilityDtype) -> np.ndarray:
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
-    """The run's checkpoint, or a RunDirError saying what is wrong with the run directory."""
+    """The run's checkpoint (or the exported model itself, ``emfm export``'s .onnx or .zip), or a
+    RunDirError saying what is wrong with the run directory."""
+    from emfm.export import is_exported_model
     from emfm.models.checkpoint import CHECKPOINT_NAME
 
+    if is_exported_model(run_dir):
+        if not Path(run_dir).is_file():
+            raise RunDirError(f"no exported model at {run_dir}; pass --model a file written by `emfm export`")
+        return Path(run_dir)
     run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"run directory {run} does not exist; pass --run the --out folder of `emfm train`")
@@ -195,6 +203,10 @@ def training_scale(run_dir: str | Path, info) -> float:
 
     if info.scale is not None:  # a tiled run records the pixel scale it was trained at
         return float(info.scale)
+    from emfm.export import exported_training_scale, is_exported_model
+
+    if is_exported_model(run_dir):  # an export records it
+        return exported_training_scale(run_dir)
     run = Path(run_dir)
     hint = (
         "pass --scale S, the network pixels per input pixel (the run's resolution "
@@ -357,11 +369,12 @@ def plan_prediction(
     With ``output=None`` only the run, the input and the settings are checked (a lazy prediction
     that the caller writes itself); the job then has no outputs and every slice is to do.
     """
+    from emfm.export import exported_info, is_exported_model
     from emfm.models.checkpoint import read_info
 
     _check_output_kinds(output, probabilities)
     ckpt = checkpoint_path(run_dir)
-    info = read_info(ckpt)
+    info = exported_info(ckpt) if is_exported_model(ckpt) else read_info(ckpt)
     spec = str(input)
     shape, dtype = _read_input(spec, [output, probabilities])
     if settings.mode == "resize":
@@ -385,9 +398,14 @@ def plan_prediction(
 
 
 def load_predictor(job: PredictJob, backbone=None) -> SlicePredictor:
-    """Load the run's model onto the job's device and wrap it with the job's settings."""
+    """Load the run's model onto the job's device and wrap it with the job's settings (an exported
+    model runs on the CPU, through ONNX Runtime or bioimage.io.core)."""
+    from emfm.export import is_exported_model, load_exported
     from emfm.models.checkpoint import load_checkpoint
 
+    if is_exported_model(job.checkpoint):
+        model = load_exported(job.checkpoint)
+        return SlicePredictor(model, model.info, job.settings)
     segmenter, info = load_checkpoint(job.checkpoint, backbone=backbone)
     segmenter.to(job.settings.device).eval()
     return SlicePredictor(segmenter, info, job.settings)
@@ -448,7 +466,8 @@ def predict_volume(
     """Predict a mask for every slice of a volume with a trained run and write it to ``output``.
 
     Args:
-        run_dir: a run directory written by ``emfm train`` (it needs ``checkpoint.safetensors``).
+        run_dir: a run directory written by ``emfm train`` (it needs ``checkpoint.safetensors``), or a
+            model written by ``emfm export`` (``.onnx`` or bioimage.io ``.zip``), run the same way.
         input: a 3-D TIFF, a folder of 2-D slices, ``store.zarr[:array]`` (OME-Zarr too) or
             ``file.h5:dataset``; uint8 or uint16.
         output: ``.zarr``, ``.ome.zarr`` or ``.tif``/``.tiff``; a uint8 0/1 volume of the input's shape.
