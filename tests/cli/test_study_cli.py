@@ -219,6 +219,32 @@ def test_evaluate_follows_a_backbone_that_moved(study, copy, tmp_path, capsys):
     assert ious(evaluation) == ious(metrics)
 
 
+def test_predict_follows_a_backbone_that_moved(study, copy, tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    from emfm.backbones._testing import write_random_checkpoint
+
+    run = run_dir(copy)
+    volume = tmp_path / "vol.tif"
+    tifffile.imwrite(volume, np.random.default_rng(0).integers(0, 255, (2, 40, 56), dtype=np.uint8),
+                     photometric="minisblack")
+    bb, moved = study["base"] / "bb", study["base"] / "bb-moved"
+    bb.rename(moved)
+    try:
+        base = ["predict", "--run", str(run), "--input", str(volume), "--no-progress"]
+        assert main([*base, "--output", str(tmp_path / "a.tif")]) == 2
+        assert "pass --backbone PATH" in last_line(capsys) and not (tmp_path / "a.tif").exists()
+        other = write_random_checkpoint("dinov2", tmp_path / "other", hidden_size=32, num_layers=2, num_heads=2,
+                                        seed=5)
+        assert main([*base, "--output", str(tmp_path / "b.tif"), "--backbone", str(other)]) == 2
+        assert "weights" in last_line(capsys) and not (tmp_path / "b.tif").exists()
+        assert main([*base, "--output", str(tmp_path / "c.tif"), "--backbone", str(moved)]) == 0
+    finally:
+        moved.rename(bb)
+    assert tifffile.imread(tmp_path / "c.tif").shape == (2, 40, 56)
+
+
 def test_a_checkpoint_of_a_newer_emfm_is_refused_in_one_line(copy, capsys):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file

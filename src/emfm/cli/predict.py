@@ -42,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--probabilities", help="also write P(foreground) here (.zarr, .ome.zarr or .tif)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--backbone", metavar="PATH",
+                   help="where the run's backbone weights are now, if they moved (checked against the run's digest)")
     p.add_argument("--max-slices", type=int, help="compute at most N missing slices, then stop (resumable)")
     p.add_argument("--dask", action="store_true", help="run through dask, one task per block of slices")
     p.add_argument("--workers", type=int, help="dask worker threads on this machine (implies --dask)")
@@ -105,6 +107,8 @@ def run_predict(args: argparse.Namespace) -> int:
     settings = predict_settings(args)
     common = dict(probabilities=args.probabilities, overwrite=args.overwrite, progress=not args.no_progress)
     run = args.run or args.model
+    if args.backbone and (args.model or args.dask or args.workers or args.scheduler):
+        raise ConfigError("--backbone relocates a run's backbone for --run without dask; an export holds its own")
     if args.model:
         from emfm.export import is_exported_model
 
@@ -125,7 +129,15 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         from emfm.predict import predict_volume
 
-        result = predict_volume(run, args.input, args.output, settings, max_slices=args.max_slices, **common)
+        backbone = None
+        if args.backbone:
+            from emfm.models.checkpoint import read_info, run_backbone
+            from emfm.predict.runner import checkpoint_path
+
+            backbone = run_backbone(read_info(checkpoint_path(run)), args.backbone)
+        result = predict_volume(
+            run, args.input, args.output, settings, max_slices=args.max_slices, backbone=backbone, **common
+        )
     _report(result)
     return 0
 

@@ -36,6 +36,7 @@ from emfm import __version__
 from emfm._settings import check_number
 from emfm.data.readers import split_container
 from emfm.errors import ConfigError, RunDirError
+from emfm.predict.fingerprint import input_fingerprint
 from emfm.predict.settings import DEFAULT_SETTINGS, PredictSettings, ProbabilityDtype
 from emfm.predict.tiling import check_tiling, default_halo, tiled_logits
 from emfm.predict.volume_io import PredictionOutputs, check_disk_space, input_pixel_scale, output_kind
@@ -344,6 +345,8 @@ def _job_record(
         "input": _resolved_spec(spec),
         "input_shape": list(shape),
         "input_dtype": dtype,
+        # The same path, shape and dtype may hold other data after a rewrite: resume only onto the same bytes.
+        "input_fingerprint": input_fingerprint(spec),
         "mode": settings.mode,
         "tile": settings.tile,
         "halo": settings.halo,
