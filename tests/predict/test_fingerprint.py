@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from emfm.predict.fingerprint import input_fingerprint
 from emfm.predict.errors import OutputExistsError
+from emfm.predict.fingerprint import input_fingerprint
 from tests.predict.helpers import PixelBackbone
 
 
