@@ -114,8 +114,9 @@ def plot_label_efficiency(points: Sequence[dict[str, Any]], path: str | Path) ->
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4) or 1, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    # Two legend entries per panel's width fit; more go on further rows.
+    fig.legend(handles, labels, loc="upper center", ncol=max(1, min(len(labels), 2 * len(datasets))), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.84))
     save_figure(fig, path, tight=False)
 
 
