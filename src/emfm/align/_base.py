@@ -19,6 +19,7 @@ from emfm._registry import Registry
 from emfm._settings import Settings
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -42,6 +43,10 @@ class Alignment:
             pooled over the batch, as in plain training).
         per_domain_forward: the head must see one training set at a time (its normalisation is per set),
             so items are grouped by set before the forward pass and :meth:`set_domain` is called per group.
+        input_side: the method changes the pixels before the model sees them (:meth:`fit_inputs`,
+            :meth:`standardise`): every stack a run trains, validates, tests or predicts on goes through it.
+        needs_features: the method adds :meth:`feature_loss` on the head's features (the input of its
+            last layer, see :func:`emfm.models.heads.feature_module`), taken per training set.
     """
 
     name: ClassVar[str]
@@ -51,6 +56,8 @@ class Alignment:
     mixed_batches: ClassVar[bool] = False
     per_set_loss: ClassVar[bool] = False
     per_domain_forward: ClassVar[bool] = False
+    input_side: ClassVar[bool] = False
+    needs_features: ClassVar[bool] = False
 
     def __init__(self, settings: Settings | Mapping[str, Any] | None = None) -> None:
         if settings is None or isinstance(settings, Mapping):
@@ -73,6 +80,23 @@ class Alignment:
         """Ready the head for scoring test set ``name`` (``forward_all`` runs it over the set's slices,
         without labels, for methods that adapt to it); undone on exit."""
         yield
+
+    def fit_inputs(self, train_images: Mapping[str, Sequence[np.ndarray]]) -> dict[str, Any]:
+        """What input standardisation learns from the training sets' slices (e.g. a reference histogram).
+
+        The result is JSON-able, saved with the run (``ModelInfo.align_state``) and handed back to
+        :meth:`standardise`, so prediction on a new volume uses exactly what training used.
+        """
+        return {}
+
+    def standardise(self, images: Sequence[np.ndarray], state: Mapping[str, Any]) -> list[np.ndarray]:
+        """One volume's slices as the model sees them; the identity unless the method is ``input_side``."""
+        return list(images)
+
+    def feature_loss(self, features: Mapping[int, torch.Tensor]) -> torch.Tensor | None:
+        """A term added to the training loss from the head's features of each training set, (n_k, C) rows
+        per set index k; None adds nothing (methods that are not ``needs_features``)."""
+        return None
 
     def combine(self, losses: Mapping[int, torch.Tensor], counts: Mapping[int, int]) -> torch.Tensor:
         """One loss from each training set's loss (``counts``: its pixels in the batch).

@@ -53,6 +53,7 @@ class ModelInfo:
     align: str = "none"
     align_settings: Mapping[str, Any] = field(default_factory=dict)
     domains: tuple[str, ...] = ()
+    align_state: Mapping[str, Any] = field(default_factory=dict)  # what an input-side method fitted
 
     @property
     def preprocessing(self):
@@ -98,7 +99,8 @@ def save_checkpoint(
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in segmenter.head.state_dict().items()}
     tensors.update({f"adapter.{k}": v.detach().cpu().contiguous() for k, v in (adapter_state or {}).items()})
     meta = {**asdict(info), "adapter_settings": dict(info.adapter_settings), "layers": list(info.layers),
-            "align_settings": dict(info.align_settings), "domains": list(info.domains)}
+            "align_settings": dict(info.align_settings), "domains": list(info.domains),
+            "align_state": dict(info.align_state)}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"emfm": json.dumps(meta)})
 

@@ -15,7 +15,16 @@ block in ``num_layers``, final block last. Importing this package registers them
 
 from __future__ import annotations
 
-from emfm.models.heads._base import HEADS, Head, create_head, head_default_lr, head_layers, head_names, resize_to
+from emfm.models.heads._base import (
+    HEADS,
+    Head,
+    create_head,
+    feature_module,
+    head_default_lr,
+    head_layers,
+    head_names,
+    resize_to,
+)
 from emfm.models.heads.basic import DeconvHead, LinearHead, MultiLinearHead
 from emfm.models.heads.dpt import DPTHead
 from emfm.models.heads.fusion import FusionHead
@@ -32,6 +41,7 @@ __all__ = [
     "SmallUNetHead",
     "UNetHead",
     "create_head",
+    "feature_module",
     "head_default_lr",
     "head_layers",
     "head_names",

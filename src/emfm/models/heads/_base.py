@@ -32,6 +32,9 @@ class Head(nn.Module, abc.ABC):
             number from one up works.
         default_lr: the learning rate a run uses when it sets none; one that learns in a short CPU run
             (the study's protocol sets its own, 5e-5, in ``configs/study.yaml``).
+        feature_layer: the dotted name of the head's last layer, the classifier; its input is what this
+            head calls its features (what feature alignment matches across sets and the feature-shift
+            report measures; see :func:`feature_module`).
 
     Attributes:
         in_channels, num_classes, num_layers, patch_size: as given to the constructor.
@@ -41,6 +44,7 @@ class Head(nn.Module, abc.ABC):
     default_layers: tuple[int, ...] = (-1,)
     fixed_num_layers: int | None = None
     default_lr: float = 1e-3
+    feature_layer: str = "classifier"
 
     def __init__(self, in_channels: int, num_classes: int = 2, *, num_layers: int = 1, patch_size: int = 14) -> None:
         super().__init__()
@@ -86,6 +90,14 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == size:
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def feature_module(head: nn.Module) -> nn.Module:
+    """The head's last layer (its ``feature_layer``), whose input is the head's feature map (B, C, h', w')."""
+    name = getattr(head, "feature_layer", None)
+    if not name:
+        raise ConfigError(f"{type(head).__name__} names no feature layer; set its feature_layer")
+    return head.get_submodule(name)
 
 
 def head_names() -> list[str]:

@@ -80,6 +80,8 @@ class DPTHead(Head):
     default_layers = (2, 5, 8, 11)
     fixed_num_layers = 4
 
+    feature_layer = "head.4"  # the 1x1 classifier after the last BN, ReLU and dropout
+
     def __init__(
         self,
         in_channels: int,

@@ -89,6 +89,7 @@ class FusionHead(Head):
 
     needs_pixels = True
     default_layers = (2, 5, 8, 11)
+    feature_layer = "out"  # MONAI's UnetOutBlock, a 1x1 conv on the full-resolution decoder map
     widths = (16, 32, 64, 96)  # CNN and decoder widths at full, 1/2, 1/4, 1/8 resolution
 
     def __init__(self, in_channels: int, num_classes: int = 2, *, num_layers: int = 1, patch_size: int = 14) -> None:

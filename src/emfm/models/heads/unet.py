@@ -29,6 +29,7 @@ class UNetHead(Head):
     needs_pixels = True
     default_layers = (-1,)
     features: tuple[int, ...] = (32, 32, 64, 128, 256, 32)
+    feature_layer = "net.final_conv"  # BasicUNet's 1x1 output conv
 
     def __init__(self, in_channels: int, num_classes: int = 2, *, num_layers: int = 1, patch_size: int = 16) -> None:
         super().__init__(in_channels, num_classes, num_layers=num_layers, patch_size=patch_size)
