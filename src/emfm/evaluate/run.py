@@ -30,11 +30,17 @@ def evaluate_segmenter(
     save_predictions: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score every test set, write predictions and the example figure, return the metrics' test part."""
+    """Score every test set, write predictions and the example figure, return the metrics' test part.
+
+    With two or more test sets it also reports how far apart they lie in the head's features
+    (``feature_shift``, :mod:`emfm.evaluate.feature_shift`), recorded while they are scored.
+    """
+    from emfm.evaluate.feature_shift import HeadFeatureRecorder, feature_shift
     from emfm.evaluate.figures import plot_examples
 
     run_dir = Path(run_dir)
     results: dict[str, StackResult] = {}
+    head_features: dict[str, np.ndarray] = {}
     alignment = info.make_alignment()
     for name, stack in test_stacks.items():
         cached = (features or {}).get(name)
@@ -45,8 +51,10 @@ def evaluate_segmenter(
                 grids = cached.head_grids(i, segmenter.layers) if cached is not None else None
                 slice_logits(segmenter, stack.images[i], info.preprocessing, grids=grids)
 
-        with alignment.test_domain(segmenter.head, name, info.domains, forward_all):
+        recorder = HeadFeatureRecorder(segmenter.head)
+        with alignment.test_domain(segmenter.head, name, info.domains, forward_all), recorder.recording():
             results[name] = evaluate_stack(segmenter, stack, info.preprocessing, features=cached, progress=progress)
+        head_features[name] = recorder.embeddings()
         if save_predictions:
             _save_predictions(run_dir / "predictions" / f"{safe_name(name)}.tif", results[name].predictions)
     panels = []
@@ -60,7 +68,10 @@ def evaluate_segmenter(
                 (name, stack.ids[i], stack.images[i], stack.masks[i], res.predictions[i], res.native.per_slice[i])
             )
     plot_examples(panels, run_dir / "examples.png")
-    return summarise(results, {n: s.ids for n, s in test_stacks.items()})
+    out = summarise(results, {n: s.ids for n, s in test_stacks.items()})
+    if len(test_stacks) >= 2:
+        out["feature_shift"] = feature_shift(head_features)
+    return out
 
 
 def _save_predictions(path: Path, preds: list[np.ndarray]) -> None:

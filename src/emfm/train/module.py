@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import lightning as L
 import torch
@@ -30,6 +32,7 @@ class SegmentationModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.loss_name = loss
         self.alignment = alignment  # an emfm.align.Alignment, or None for plain training
+        self._captured: list[torch.Tensor] | None = None  # head features of the groups run so far
 
     def _logits(self, items: list[dict], size) -> torch.Tensor:
         pixels = torch.stack([it["pixels"] for it in items]).to(self.device) if "pixels" in items[0] else None
@@ -49,6 +52,7 @@ class SegmentationModule(L.LightningModule):
             key = (*item["mask"].shape, item.get("source", 0) if per_domain else 0)
             groups.setdefault(key, []).append(item)
         logits, targets, sources = [], [], []
+        self._item_sources: list[list[int]] = []
         for key, items in groups.items():
             y = torch.stack([it["mask"] for it in items]).to(self.device)
             if per_domain:
@@ -56,9 +60,37 @@ class SegmentationModule(L.LightningModule):
             logits.append(self._logits(items, key[:-1]))
             targets.append(y)
             sources.append(key[-1])
+            self._item_sources.append([int(it.get("source", 0)) for it in items])
         if per_domain:
             self.alignment.set_domain(self.segmenter.head, None)
         return logits, targets, sources
+
+    @contextlib.contextmanager
+    def _capturing_features(self) -> Iterator[None]:
+        """Record the input of the head's feature layer on every forward pass (feature alignment)."""
+        from emfm.models.heads import feature_module
+
+        self._captured = []
+
+        def keep(_module, inputs) -> None:
+            assert self._captured is not None
+            self._captured.append(inputs[0])
+
+        handle = feature_module(self.segmenter.head).register_forward_pre_hook(keep)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _features_by_set(self) -> dict[int, torch.Tensor]:
+        """The captured feature maps as rows (pixels x channels) per training set."""
+        assert self._captured is not None
+        rows: dict[int, list[torch.Tensor]] = {}
+        for fmap, item_sources in zip(self._captured, self._item_sources):
+            for b, s in enumerate(item_sources):
+                rows.setdefault(s, []).append(fmap[b].flatten(1).T)
+        self._captured = None
+        return {s: torch.cat(r) for s, r in rows.items()}
 
     def _loss_of(self, logits: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         value = dice_loss(logits, targets)
@@ -69,7 +101,20 @@ class SegmentationModule(L.LightningModule):
             value = value + ce / sum(y.numel() for y in targets)
         return value
 
-    def loss(self, batch: list[dict]) -> torch.Tensor:
+    def loss(self, batch: list[dict], *, align_features: bool = False) -> torch.Tensor:
+        """The segmentation loss; plus the alignment's feature term when ``align_features`` (training)."""
+        if align_features and self.alignment is not None and self.alignment.needs_features:
+            with self._capturing_features():
+                value = self._segmentation_loss(batch)
+            term = self.alignment.feature_loss(self._features_by_set())
+            if term is not None:
+                if getattr(self, "_trainer", None) is not None:  # also called outside a Trainer (tests)
+                    self.log("align_loss", term.detach(), on_step=False, on_epoch=True, batch_size=len(batch))
+                value = value + term
+            return value
+        return self._segmentation_loss(batch)
+
+    def _segmentation_loss(self, batch: list[dict]) -> torch.Tensor:
         logits, targets, sources = self._logits_and_targets(batch)
         if self.alignment is None or not self.alignment.per_set_loss:
             return self._loss_of(logits, targets)
@@ -81,7 +126,7 @@ class SegmentationModule(L.LightningModule):
         return self.alignment.combine(losses, counts)
 
     def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
+        loss = self.loss(batch, align_features=True)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True)
         return loss
 
