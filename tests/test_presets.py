@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize("name", ["quick.yaml", "study.yaml", "heads_quick.yaml", "label_efficiency.yaml",
-                                  "label_efficiency_quick.yaml"])
+                                  "label_efficiency_quick.yaml", "align_quick.yaml"])
 def test_study_presets_expand(name, monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
     study = StudyConfig.from_yaml(CONFIGS / name)
@@ -46,3 +46,14 @@ def test_label_efficiency_crosses_methods_budgets_and_datasets(monkeypatch):
     quick = expand_grid(StudyConfig.from_yaml(CONFIGS / "label_efficiency_quick.yaml"))
     assert len(quick) == 3 * 3 * 2 and {s.config.backbone for s in quick if s.config.adapter == "scratch"} == {
         "unet-small"}
+
+
+def test_align_quick_trains_each_method_jointly_and_each_set_alone_once(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    study = StudyConfig.from_yaml(CONFIGS / "align_quick.yaml")
+    specs = expand_grid(study)
+    joint = [s for s in specs if len(s.config.train) == 2]
+    single = [s for s in specs if len(s.config.train) == 1]
+    assert {s.config.align for s in joint} == set(study.aligns) and len(joint) == len(study.aligns) * 2
+    assert {s.config.align for s in single} == {"none"} and len(single) == 2 * 2
+    assert all(s.config.test == ("lucchi_pp", "vnc") for s in specs)

@@ -17,7 +17,7 @@ COLUMNS = [
     "run_id", "backbone", "weights_id", "adapter", "head", "train_sets", "test_set", "seed", "resolution",
     "pairing", "balance", "ablation", "fg_iou", "dice", "fg_iou_resized", "n_slices", "epochs_run",
     "best_epoch", "trainable_params", "wall_seconds", "label_budget", "train_slices", "train_seconds",
-    "peak_memory_mb", "align",
+    "peak_memory_mb", "align", "feature_frechet", "feature_probe_auc",
 ]
 CELL = (
     "backbone", "adapter", "head", "resolution", "train_sets", "pairing", "balance", "ablation", "label_budget",
@@ -36,8 +36,17 @@ def _size(run: dict[str, Any]) -> int | str:
     return run["resolution"] if scale is None else ("native" if float(scale) == 1.0 else f"scale {float(scale):g}")
 
 
+def _feature_shift(metrics: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The run's head-feature Fréchet distance and probe AUC between its test sets, when it has one pair."""
+    pairs = [p for p in (metrics.get("feature_shift") or {}).values() if "frechet" in p]
+    if len(pairs) != 1:
+        return None, None
+    return pairs[0]["frechet"]["value"], pairs[0]["probe_auc"]
+
+
 def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
     run = metrics["run"]
+    frechet, probe_auc = _feature_shift(metrics)
     tests = dict(metrics["test"])
     if "test_pooled" in metrics:
         tests["pooled"] = metrics["test_pooled"]
@@ -57,6 +66,7 @@ def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "train_seconds": metrics.get("train_seconds"),
             "peak_memory_mb": (metrics.get("train_memory") or {}).get("peak_resident_mb"),
             "align": run.get("align", "none"),
+            "feature_frechet": frechet, "feature_probe_auc": probe_auc,
         })
     return rows
 

@@ -301,12 +301,15 @@ def write_report(
     if rows:
         plot_by_train_set(rows, figures / "iou_by_train_set.png")
         plot_by_backbone(rows, figures / "iou_by_backbone.png")
+    from emfm.study.alignment import alignment_text
     from emfm.study.label_efficiency import label_efficiency_text
 
     efficiency = label_efficiency_text(rows, figures)
+    alignment = alignment_text(rows, figures)
     sections = [
         _title_section(study, specs, rows),
         *([_section("Label efficiency", efficiency)] if efficiency else []),
+        *([_section("One model for several sets: domain alignment", alignment)] if alignment else []),
         _section("Results", _results_text(header, body, latex)),
         _section("Ablations", _ablations_text(body)),
         _section("Reference: the published study", _reference_text()),
