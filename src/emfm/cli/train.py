@@ -45,7 +45,8 @@ _HELP = {
     "min_steps": "training steps before early stopping may stop",
     "val_every": "validate every N epochs (patience counts validations)",
     "align": "domain alignment for joint training: none, mixed (one slice of each set per batch), weighted, "
-             "domain-bn (settings: --set align_settings.KEY=VALUE)",
+             "domain-bn; input standardisation: volume-norm, histogram-match, fda "
+             "(settings: --set align_settings.KEY=VALUE)",
     "max_minutes": "stop training after this many minutes (the best weights so far are kept)",
     "label_budget": "train on N labelled slices of each training set, spread through the stack (see --label-pick)",
     "label_pick": "how a label budget picks: random (one per equal part, redrawn by --seed), even, or first",
@@ -106,6 +107,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--backbone", metavar="PATH",
                    help="where the run's backbone weights are now, if they moved since training (checked: they "
                         "must be the same weights)")
+    e.add_argument("--no-shift", action="store_true",
+                   help="skip the test sets' distance from the training sets in the backbone's features "
+                        "(Fréchet distance with a bootstrap interval, domain-probe AUC)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=run_evaluate)
 
@@ -191,9 +195,12 @@ def interrupted_run(out: Path) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     from emfm.config import split_names
     from emfm.evaluate.run import evaluate_run
+    from emfm.evaluate.transfer import shift_lines
 
     metrics = evaluate_run(args.run, split_names(args.test) if args.test else None, data_root=args.data_root,
-                           backbone=args.backbone, progress=not args.no_progress)
+                           backbone=args.backbone, shift=not args.no_shift, progress=not args.no_progress)
     print(f"run {args.run}: {metrics['backbone']}")
     print_metrics(metrics)
+    for line in shift_lines(metrics):
+        print(line)
     return 0

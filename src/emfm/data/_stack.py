@@ -68,6 +68,21 @@ class SliceStack:
             meta=dict(self.meta),
         )
 
+    def with_images(self, images: list[np.ndarray]) -> SliceStack:
+        """The same slices (ids, masks, pairing) with other pixels, one image per slice of the same shape:
+        an input-side alignment's standardised copy (:mod:`emfm.align.inputs`).
+
+        Raises:
+            DataError: a count or a shape differs from this stack's.
+        """
+        if len(images) != len(self.images):
+            raise DataError(f"{self.dataset}/{self.split}: got {len(images)} images for {len(self.images)} slices")
+        for sid, old, new in zip(self.ids, self.images, images):
+            if old.shape != new.shape:
+                raise DataError(f"{self.dataset}/{self.split} slice {sid}: image shape {new.shape} is not {old.shape}")
+        return SliceStack(self.dataset, self.split, list(self.ids), list(images), list(self.masks), self.pairing,
+                          dict(self.meta))
+
     def image_digest(self, i: int) -> str:
         """sha256 of one decoded image (dtype, shape and bytes): the data part of a cache key."""
         img = np.ascontiguousarray(self.images[i])

@@ -96,6 +96,7 @@ def evaluate_run(
     *,
     data_root: str | None = None,
     backbone: str | Path | None = None,
+    shift: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Re-evaluate a saved run on ``test`` sets (default: its own) without training.
@@ -103,10 +104,13 @@ def evaluate_run(
     ``backbone`` is where the run's backbone weights are now, when they have moved since training (the
     checkpoint records where they were); they must be the same weights (their digest is checked).
     The model is loaded before any data, so a missing or wrong backbone fails first.
+    With ``shift``, each test set's distance from the run's training sets in the backbone's features is
+    reported too (``shift``, :mod:`emfm.evaluate.transfer`).
     Writes ``evaluation.json`` (and predictions) in the run directory and returns the metrics.
     """
     from emfm import rundir
     from emfm._io import atomic_write_json, finite_json
+    from emfm.align.inputs import standardise_for_run
     from emfm.config import TrainConfig, load_yaml
     from emfm.data import load_split
     from emfm.models.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -122,9 +126,14 @@ def evaluate_run(
     root = data_root or config.data_root
     segmenter, info = load_checkpoint(run_dir / CHECKPOINT_NAME, backbone_path=backbone)
     stacks = {n: load_split(n, "test", data_root=root) for n in names}
+    stacks = standardise_for_run(info, stacks)  # an input-side alignment's standardisation, as in training
     result = evaluate_segmenter(segmenter, info, stacks, run_dir, progress=progress)
     source = str(Path(backbone).expanduser().resolve()) if backbone is not None else info.backbone
     out = {"run_dir": str(run_dir), "backbone": info.backbone_name, "backbone_source": source, **result}
+    if shift:
+        from emfm.evaluate.transfer import transfer_report
+
+        out.update(transfer_report(segmenter, info, config.replace(data_root=root), stacks, progress=progress))
     atomic_write_json(run_dir / "evaluation.json", finite_json(out))
     return out
 

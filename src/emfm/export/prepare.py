@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from emfm.errors import CheckpointFormatError, RunDirError
+from emfm.errors import CheckpointFormatError, ConfigError, RunDirError
 from emfm.export.architecture import ExportedSegmenter, architecture_kwargs
 
 
@@ -41,6 +41,25 @@ def checkpoint_of(run_dir: str | Path) -> Path:
     if not ckpt.is_file():
         raise RunDirError(f"{run} has no {CHECKPOINT_NAME}: it is not a finished `emfm train` run; train it first")
     return ckpt
+
+
+def check_exportable(ckpt: Path) -> None:
+    """Refuse a run whose model is more than its network: an input-side alignment (:mod:`emfm.align.inputs`)
+    standardises each whole volume's intensities first, from statistics of the volume, which neither an
+    ONNX graph of one tile nor a bioimage.io preprocessing step declares; an export would silently predict
+    on raw intensities.
+
+    Raises:
+        ConfigError: the run was trained with an input-side alignment.
+    """
+    from emfm.models.checkpoint import read_info
+
+    info = read_info(ckpt)
+    if info.make_alignment().input_side:
+        raise ConfigError(
+            f"{ckpt.parent} standardises every volume with --align {info.align} before its network, which an "
+            f"exported model cannot include; predict with `emfm predict --run {ckpt.parent}` instead"
+        )
 
 
 def merge_lora(model: nn.Module) -> int:

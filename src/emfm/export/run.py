@@ -124,12 +124,13 @@ def export_run(
 
     Raises:
         ConfigError: bad format/output/folder, a backbone that may not be shared (gated weights, a licence
-            that does not allow redistribution, an unregistered backbone without ``license``).
+            that does not allow redistribution, an unregistered backbone without ``license``), a run with an
+            input-side alignment (its per-volume standardisation is not part of the network).
         RunDirError: no run or checkpoint, or a checkpoint trained on other backbone weights.
         CheckpointFormatError: a checkpoint that does not fit its backbone, or a graph that does not export.
         DataError: the run's test data are gone (the package's test tensors come from them).
     """
-    from emfm.export.prepare import checkpoint_of, load_run
+    from emfm.export.prepare import check_exportable, checkpoint_of, load_run
     from emfm.export.provenance import provenance
     from emfm.export.samples import (
         dtype_max,
@@ -142,7 +143,7 @@ def export_run(
 
     started = time.perf_counter()
     path = check_output(out, fmt, overwrite=overwrite)
-    checkpoint_of(run_dir)
+    check_exportable(checkpoint_of(run_dir))
     loaded = load_run(run_dir)
     info = loaded.info
     prov = provenance(info, loaded.family, loaded.config, license=license, authors=authors)

@@ -14,6 +14,8 @@ Inputs: a 3-D TIFF, a folder of 2-D slices, ``store.zarr[:array]`` (OME-Zarr too
 Outputs by extension: ``.zarr``, ``.ome.zarr`` (NGFF 0.5, one level) or ``.tif``; uint8 0/1 masks of
 the input's shape, and optionally the foreground probability (float16, or uint8 = round(255 p)).
 Reruns resume a partial output of the same job (see :mod:`emfm.predict.volume_io`).
+A run trained with an input-side alignment (``--align volume-norm|histogram-match|fda``) standardises the
+volume as evaluation does, its statistics from up to 32 evenly spaced slices (:mod:`emfm.predict.standardise`).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from emfm.predict.runner import (
     plan_prediction,
 )
 from emfm.predict.settings import DEFAULT_SETTINGS, PredictSettings
+from emfm.predict.standardise import standardiser
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _predict_block(*, key: tuple, job_fields: dict[str, Any], block_info=None) -
     if todo:
         predictor = _predictor(key, job_fields)
         with open_volume(job_fields["input"]) as volume:
-            images = [volume[z0 + i] for i in todo]
+            images = standardiser(job_fields.get("standardisation"))([volume[z0 + i] for i in todo])
         for i, (mask, p) in zip(todo, predictor.predict(images, probability=pdtype is not None)):
             masks[i] = mask
             if pdtype:
@@ -149,6 +150,7 @@ def _graph(job: PredictJob, block_slices: int, key: tuple, probability: bool, re
         "shape": job.shape,
         "settings": job.settings.to_dict(),
         "probability_dtype": pdtype,
+        "standardisation": job.standardisation.to_dict() if job.standardisation is not None else None,
     }
     if reuse and job.outputs is not None:
         outs = job.outputs

@@ -38,6 +38,7 @@ from emfm.data.readers import split_container
 from emfm.errors import ConfigError, RunDirError
 from emfm.predict.fingerprint import input_fingerprint
 from emfm.predict.settings import DEFAULT_SETTINGS, PredictSettings, ProbabilityDtype
+from emfm.predict.standardise import VolumeStandardisation
 from emfm.predict.tiling import check_tiling, default_halo, tiled_logits
 from emfm.predict.volume_io import PredictionOutputs, check_disk_space, input_pixel_scale, output_kind
 
@@ -252,6 +253,8 @@ class PredictJob:
     done: np.ndarray
     overwrite: bool = False
     job_record: dict[str, Any] = field(default_factory=dict)
+    # the run's input-side alignment for this volume (emfm.predict.standardise); None: slices as read
+    standardisation: VolumeStandardisation | None = None
 
     @property
     def todo(self) -> np.ndarray:
@@ -397,6 +400,7 @@ def plan_prediction(
     return PredictJob(
         run_dir=Path(run_dir), checkpoint=ckpt, checkpoint_sha256=sha, info=info, input=spec, shape=shape,
         dtype=dtype, settings=settings, outputs=outputs, done=done, overwrite=overwrite, job_record=record,
+        standardisation=VolumeStandardisation.plan(info, spec),
     )
 
 
@@ -526,7 +530,8 @@ def _predict_slices(job: PredictJob, predictor: SlicePredictor, todo: np.ndarray
     with open_volume(job.input) as volume, ThreadPoolExecutor(1) as reader, tqdm(
         total=len(todo), desc="predicting", unit="slice", disable=not progress
     ) as bar:
-        read = lambda zs: [volume[int(z)] for z in zs]  # noqa: E731
+        standardise = job.standardisation or list
+        read = lambda zs: standardise([volume[int(z)] for z in zs])  # noqa: E731
         pending = reader.submit(read, batches[0])
         for k, zs in enumerate(batches):
             images = pending.result()

@@ -42,6 +42,7 @@ class RunData:
 
     train: dict[str, tuple[SliceStack, SliceStack]]
     test: dict[str, SliceStack]
+    align_state: dict[str, Any] = field(default_factory=dict)  # what an input-side alignment fitted
 
     def all_stacks(self) -> list[SliceStack]:
         return [s for pair in self.train.values() for s in pair] + list(self.test.values())
@@ -61,7 +62,6 @@ def load_stacks(config: TrainConfig, *, progress: bool = True) -> RunData:
     paired correctly, so the reported IoU measures the model, not the mispairing.
     """
     from emfm.data import get_dataset, load_split
-    from emfm.train.budget import apply_budget
 
     for name in set(config.train) & set(config.test):
         if not get_dataset(name).has_test_split:
@@ -69,23 +69,47 @@ def load_stacks(config: TrainConfig, *, progress: bool = True) -> RunData:
                 f"{name} is both a training and a test set but has no test/ part, so the test would score "
                 f"slices the model was trained on; add PATH/test/images and PATH/test/masks or test on another set"
             )
-    train: dict[str, tuple[SliceStack, SliceStack]] = {}
-    for name in config.train:
-        tr = load_split(name, "train", data_root=config.data_root, pairing=config.pairing, progress=progress)
-        va = load_split(name, "val", data_root=config.data_root, pairing=config.pairing, progress=progress)
-        if config.max_train_slices:
-            tr = tr.subset(tr.ids[: config.max_train_slices], "train")
-        tr = apply_budget(tr, config.label_budget, config.label_pick, config.seed)
-        if len(tr) == 0:
-            raise DataError(f"training set {name} has no slices; check --data-root")
-        train[name] = (tr, va)
+    train = {name: load_training_set(config, name, progress=progress) for name in config.train}
     test = {}
     for name in config.test:
         st = load_split(name, "test", data_root=config.data_root, progress=progress)
         if len(st) == 0:
             raise DataError(f"test set {name} has no slices; check --data-root or the dataset's split")
         test[name] = st
-    return RunData(train, test)
+    return standardise_inputs(config.make_alignment(), RunData(train, test))
+
+
+def load_training_set(config: TrainConfig, name: str, *, progress: bool = True) -> tuple[SliceStack, SliceStack]:
+    """One training set's (train, val) stacks as the run trains on them (``max_train_slices``, label budget),
+    raw: before any input-side standardisation (:func:`standardise_inputs`)."""
+    from emfm.data import load_split
+    from emfm.train.budget import apply_budget
+
+    tr = load_split(name, "train", data_root=config.data_root, pairing=config.pairing, progress=progress)
+    va = load_split(name, "val", data_root=config.data_root, pairing=config.pairing, progress=progress)
+    if config.max_train_slices:
+        tr = tr.subset(tr.ids[: config.max_train_slices], "train")
+    tr = apply_budget(tr, config.label_budget, config.label_pick, config.seed)
+    if len(tr) == 0:
+        raise DataError(f"training set {name} has no slices; check --data-root")
+    return tr, va
+
+
+def standardise_inputs(alignment, data: RunData) -> RunData:
+    """The run's slices as its model sees them, for an input-side alignment (:mod:`emfm.align.inputs`).
+
+    The method is fitted on the training splits; then each training set's train and val splits are
+    standardised together (one volume) and each test set on its own, before anything is encoded, so the
+    feature cache keys the standardised slices apart from the raw ones. Masks are unchanged.
+    """
+    from emfm.align.inputs import standardise_stacks
+
+    if not alignment.input_side:
+        return data
+    state = alignment.fit_inputs({name: tr.images for name, (tr, _) in data.train.items()})
+    train = {name: tuple(standardise_stacks(alignment, pair, state)) for name, pair in data.train.items()}
+    test = {name: standardise_stacks(alignment, [st], state)[0] for name, st in data.test.items()}
+    return RunData(train, test, align_state=state)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -100,6 +124,7 @@ class Plan:
     layers: tuple[int, ...]
     lr: float
     alignment: Any = None
+    align_state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -147,7 +172,7 @@ def resolve(config: TrainConfig, data: RunData, backbone=None) -> Plan:
         raise ConfigError(f"crop {config.crop} is not a multiple of the patch size {prep.patch_size}")
     layers = resolve_layers(config.layers or head_layers(config.head, backbone.num_layers), backbone.num_layers)
     lr = config.lr if config.lr is not None else head_default_lr(config.head)
-    return Plan(config, adapter, backbone, prep, layers, lr, config.make_alignment())
+    return Plan(config, adapter, backbone, prep, layers, lr, config.make_alignment(), data.align_state)
 
 
 @dataclass
@@ -263,7 +288,7 @@ def save_model(plan: Plan, model: Model, run_dir: Path):
         mean=prep.mean, std=prep.std, intensity=prep.intensity, patch_size=prep.patch_size,  # type: ignore[arg-type]
         adapter_settings=plan.adapter.settings_dict(), layers=plan.layers, scale=prep.scale, tile=prep.tile,
         overlap=prep.overlap, align=plan.alignment.name, align_settings=plan.alignment.settings_dict(),
-        domains=tuple(cfg.train),
+        domains=tuple(cfg.train), align_state=plan.align_state,
     )
     save_checkpoint(run_dir / CHECKPOINT_NAME, model.segmenter, info, plan.adapter.state(backbone))
     return info
