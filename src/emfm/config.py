@@ -73,7 +73,7 @@ class TrainConfig(Settings):
     choose: they become its network (``head: unet``) and ``adapter: scratch``, and slices are taken at
     native scale unless ``scale`` says otherwise.
     ``label_budget`` trains on N labelled slices of each training set, picked by ``label_pick``
-    (:mod:`emfm.train.budget`; ``random`` is redrawn by ``seed``); the validation split is never touched.
+    (:mod:`emfm.data.budget`; ``random`` is redrawn by ``seed``); the validation split is never touched.
     """
 
     backbone: str

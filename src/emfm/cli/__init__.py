@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from emfm import __version__
 from emfm.errors import EmfmError, Interrupted
 
-_COMMANDS = ("data", "backbones", "train", "analyze", "study", "predict", "export")
+_COMMANDS = ("data", "backbones", "train", "adapt", "analyze", "study", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

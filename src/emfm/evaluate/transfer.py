@@ -127,7 +127,7 @@ def training_stacks(config: Any, info: Any, *, progress: bool) -> tuple[dict[str
     """Each training set's training split as the run trained on it (standardised with the run's fitted
     state, train and val together, as training did), and a line for each set that could not be read."""
     from emfm.align.inputs import standardise_stacks
-    from emfm.train.run import load_training_set
+    from emfm.runsets import load_training_set
 
     alignment = info.make_alignment()
     stacks, missing = {}, []
@@ -170,6 +170,8 @@ def transfer_report(
         config: its TrainConfig, ``data_root`` where the training sets are now.
         test_stacks: the test sets as scored (already standardised).
     """
+    if getattr(segmenter.backbone, "family", None) == "scratch":  # a U-Net from scratch has no backbone
+        return {"shift": {}, "shift_note": "a model trained from scratch has no backbone features to compare"}
     train, missing = training_stacks(config, info, progress=progress)
     out: dict[str, Any] = {"shift": {}}
     if missing:

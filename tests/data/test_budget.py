@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emfm.train.budget import pick_indices
+from emfm.data.budget import pick_indices
 
 
 @pytest.mark.parametrize("how", ["random", "even", "first"])
