@@ -11,6 +11,7 @@ handed the target's labels: a target is images only (:class:`~emfm.adapt.target.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,7 +47,7 @@ class Adapted:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-class AdaptMethod:
+class AdaptMethod(abc.ABC):
     """One way of adapting a trained run to a target it has no labels for.
 
     Attributes:
@@ -66,13 +67,13 @@ class AdaptMethod:
             settings = self.settings_type.from_dict(settings or {})
         self.settings = settings
 
-    def check(self, source: SourceRun) -> None:
+    def check(self, source: SourceRun) -> None:  # noqa: B027 (a hook: by default every run is accepted)
         """Refuse a run this method cannot adapt (a :class:`~emfm.errors.ConfigError` saying what to do
         instead); called before the target is read and before anything is written."""
 
+    @abc.abstractmethod
     def adapt(self, source: SourceRun, target: TargetSet, *, progress: bool = True) -> Adapted:
         """The adapted model. ``source.segmenter`` may be changed in place: the run on disk never is."""
-        raise NotImplementedError
 
     def settings_dict(self) -> dict[str, Any]:
         return self.settings.to_dict()

@@ -20,8 +20,9 @@ the segmentation loss alone, so early stopping still picks the model that segmen
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -81,12 +82,12 @@ def mmd_distance(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...]
 
 
 class _FeatureAlignment(Alignment):
+    """A distance between two sets' feature rows, averaged over pairs of sets and weighed (``distance``)."""
+
     settings_type = FeatureAlignSettings
     mixed_batches = True  # every step needs rows of every set
     needs_features = True
-
-    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    distance: ClassVar[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
     def feature_loss(self, features: Mapping[int, torch.Tensor]) -> torch.Tensor | None:
         sets = sorted(k for k, rows in features.items() if rows.shape[0] >= 2)
@@ -106,8 +107,7 @@ class CoralAlignment(_FeatureAlignment):
     summary = "Deep CORAL term between the training sets' head features (covariances matched)"
     source = "Sun & Saenko 2016, Deep CORAL"
 
-    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return coral_distance(a, b)
+    distance = staticmethod(coral_distance)
 
 
 @register_alignment
@@ -118,5 +118,4 @@ class MMDAlignment(_FeatureAlignment):
     summary = "multi-kernel Gaussian MMD term between the training sets' head features"
     source = "Gretton et al. 2012 (MMD); Long et al. 2015, DAN (multi-kernel)"
 
-    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return mmd_distance(a, b)
+    distance = staticmethod(mmd_distance)

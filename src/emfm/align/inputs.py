@@ -24,6 +24,7 @@ own volume and the saved state only, never on which other sets a run holds. Ever
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -84,7 +85,7 @@ def state_value(state: Mapping[str, Any], key: str, method: str) -> Any:
     return state[key]
 
 
-class InputStandardisation(Alignment):
+class InputStandardisation(Alignment, abc.ABC):
     """An input-side method: :meth:`volume_stats` of a volume's sample, then :meth:`transform` of its slices.
 
     The two steps are apart so that prediction can take the statistics of a whole lazy volume first and
@@ -97,11 +98,11 @@ class InputStandardisation(Alignment):
         """What the method needs of a whole volume, from its :func:`volume_sample` (JSON-able)."""
         return {}
 
+    @abc.abstractmethod
     def transform(
         self, images: Sequence[np.ndarray], state: Mapping[str, Any], stats: Mapping[str, Any]
     ) -> list[np.ndarray]:
         """Slices of one volume as the model sees them, given the fitted state and the volume's stats."""
-        raise NotImplementedError
 
     def standardise(self, images: Sequence[np.ndarray], state: Mapping[str, Any]) -> list[np.ndarray]:
         images = list(images)
