@@ -87,3 +87,24 @@ def test_entries_keep_earlier_layers_and_load_only_what_is_asked(tmp_path):
     assert cache.load(key, ["layer_7"]) is None
     f = encode_stack(bb, st, resolution=42, cache=cache, layers=[0, 1], progress=False)
     assert bb.calls == 2 and f.n_cached == 1
+
+
+def test_key_changes_with_the_backbone_config_and_the_feature_code(tmp_path, tiny_backbone_dir, monkeypatch):
+    """Same weights, another architecture config, or an edit of the code that prepares and encodes a slice:
+    new entries, never the stale ones."""
+    import emfm.features as features
+    from emfm.backbones import create_backbone
+    from emfm.transforms import Preprocessing
+
+    backbone = create_backbone(str(tiny_backbone_dir))
+    prep = Preprocessing(28, backbone.patch_size)
+    base = features.feature_spec(backbone, prep)
+    assert base.config_id not in ("", "none") and base.code_id == features.feature_code_id() != ""
+    backbone.model.config.layer_norm_eps = 1e-3
+    changed_config = features.feature_spec(backbone, prep)
+    assert changed_config.weights_id == base.weights_id and changed_config.key("img") != base.key("img")
+    monkeypatch.setattr(features, "feature_code_id", lambda: "edited")
+    assert features.feature_spec(backbone, prep).key("img") not in (base.key("img"), changed_config.key("img"))
+    # where the config came from is not part of it
+    backbone.model.config._name_or_path = "/somewhere/else"
+    assert features.feature_spec(backbone, prep).config_id == changed_config.config_id

@@ -2,13 +2,14 @@
 
 The backbone is the expensive step (design.md): with a frozen backbone, every epoch, head, seed and
 analysis can reuse the same patch-token grids. An entry is keyed by everything that changes the
-features (backbone weights digest, resolution, normalisation, intensity rule, the image's own digest)
-and stores that key and a digest of its tensors in its metadata. On load both are checked, so a stale
+features (backbone weights digest, its architecture config, the version of the code that prepares and
+encodes a slice, resolution, normalisation, intensity rule, the image's own digest) and stores that key and a digest of its tensors in its metadata. On load both are checked, so a stale
 entry (same file name, other inputs) or a corrupt one (truncated, bit-flipped) is rebuilt, never used.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -48,6 +49,8 @@ class FeatureSpec:
     format: int = CACHE_FORMAT
     tiling: dict | None = None
     variant: str = "identity"
+    config_id: str = "none"
+    code_id: str = ""
 
     def key(self, image_digest: str) -> str:
         fields = asdict(self)
@@ -157,12 +160,34 @@ class StackFeatures:
         return [self.layers[j][i] if j in self.layers else self.grids[i] for j in layers]
 
 
+#: The modules whose code decides what a cached entry holds: slice preparation (resize, intensity,
+#: normalisation, geometric variants), tiling and stitching, and the backbones' encode path.
+FEATURE_CODE = ("emfm.transforms", "emfm.tiled", "emfm.backbones._base", "emfm.backbones._vit")
+
+
+@functools.lru_cache(maxsize=1)
+def feature_code_id() -> str:
+    """A digest of the source of :data:`FEATURE_CODE`, so that a change there makes new cache entries.
+
+    A hand-bumped format number would be forgotten one day and stale features served silently; the
+    digest changes with any edit of those modules (comments too: a cache refilled once is the safe side).
+    """
+    import importlib
+
+    digest = hashlib.sha256()
+    for name in FEATURE_CODE:
+        module = importlib.import_module(name)
+        digest.update(name.encode())
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def feature_spec(backbone: Backbone, preprocessing: Preprocessing, variant: str = "identity") -> FeatureSpec:
     fields = preprocessing.cache_fields()
     return FeatureSpec(
         backbone=backbone.name, weights_id=backbone.weights_id, resolution=fields["resolution"],
         mean=fields["mean"], std=fields["std"], intensity=fields["intensity"], tiling=fields.get("tiling"),
-        variant=variant,
+        variant=variant, config_id=getattr(backbone, "config_id", "none"), code_id=feature_code_id(),
     )
 
 

@@ -56,6 +56,24 @@ class Backbone(nn.Module, abc.ABC):
     source: str = ""
 
     @property
+    def config_id(self) -> str:
+        """A digest of the model's architecture config (transformers ``config.json``), for cache keys.
+
+        Two checkpoints with the same weight bytes but another config (a different layer-norm epsilon, say)
+        give other features; the weights digest alone would not tell them apart. Keys that only name
+        where the config came from (``_name_or_path``, the transformers version) are left out.
+        """
+        import hashlib
+        import json
+
+        config = getattr(getattr(self, "model", None), "config", None)
+        if config is None or not hasattr(config, "to_dict"):
+            return "none"
+        fields = {k: v for k, v in config.to_dict().items()
+                  if k not in ("_name_or_path", "transformers_version", "_commit_hash", "_attn_implementation")}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+    @property
     def num_params(self) -> int:
         """Parameters of :attr:`model` (LoRA adapters included once injected)."""
         return sum(p.numel() for p in self.model.parameters())
