@@ -3,8 +3,9 @@
 The backbone is the expensive step (design.md): with a frozen backbone, every epoch, head, seed and
 analysis can reuse the same patch-token grids. An entry is keyed by everything that changes the
 features (backbone weights digest, its architecture config, the version of the code that prepares and
-encodes a slice, resolution, normalisation, intensity rule, the image's own digest) and stores that key and a digest of its tensors in its metadata. On load both are checked, so a stale
-entry (same file name, other inputs) or a corrupt one (truncated, bit-flipped) is rebuilt, never used.
+encodes a slice, resolution, normalisation, intensity rule, the image's own digest) and stores that key
+and a digest of its tensors in its metadata. On load both are checked, so a stale entry (same file name,
+other inputs) or a corrupt one (truncated, bit-flipped) is rebuilt, never used.
 """
 
 from __future__ import annotations
