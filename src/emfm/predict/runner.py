@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -407,15 +407,21 @@ def plan_prediction(
 def load_predictor(job: PredictJob, backbone=None) -> SlicePredictor:
     """Load the run's model onto the job's device and wrap it with the job's settings (an exported
     model runs on the CPU, through ONNX Runtime or bioimage.io.core)."""
+    return load_model(job.checkpoint, job.settings, backbone)
+
+
+def load_model(checkpoint: Path, settings: PredictSettings, backbone=None) -> SlicePredictor:
+    """:func:`load_predictor` for a checkpoint (or exported model) and resolved settings, without a job:
+    what callers that predict arrays in memory (:mod:`emfm.predict.arrays`) load."""
     from emfm.export import is_exported_model, load_exported
     from emfm.models.checkpoint import load_checkpoint
 
-    if is_exported_model(job.checkpoint):
-        model = load_exported(job.checkpoint)
-        return SlicePredictor(model, model.info, job.settings)
-    segmenter, info = load_checkpoint(job.checkpoint, backbone=backbone)
-    segmenter.to(job.settings.device).eval()
-    return SlicePredictor(segmenter, info, job.settings)
+    if is_exported_model(checkpoint):
+        model = load_exported(checkpoint)
+        return SlicePredictor(model, model.info, settings)
+    segmenter, info = load_checkpoint(checkpoint, backbone=backbone)
+    segmenter.to(settings.device).eval()
+    return SlicePredictor(segmenter, info, settings)
 
 
 def summary(job: PredictJob, computed: Sequence[int], seconds: float, loop_seconds: float, complete: bool) -> dict:
@@ -524,22 +530,42 @@ def _predict_slices(job: PredictJob, predictor: SlicePredictor, todo: np.ndarray
 
     want_p = job.outputs.probability is not None
     pdtype = job.settings.probability_dtype
-    step = job.settings.batch_size
-    batches = [todo[i : i + step] for i in range(0, len(todo), step)]
     computed: list[int] = []
-    with open_volume(job.input) as volume, ThreadPoolExecutor(1) as reader, tqdm(
+    with open_volume(job.input) as volume, tqdm(
         total=len(todo), desc="predicting", unit="slice", disable=not progress
     ) as bar:
-        standardise = job.standardisation or list
-        read = lambda zs: standardise([volume[int(z)] for z in zs])  # noqa: E731
-        pending = reader.submit(read, batches[0])
-        for k, zs in enumerate(batches):
-            images = pending.result()
-            if k + 1 < len(batches):
-                pending = reader.submit(read, batches[k + 1])
-            for z, (mask, p) in zip(zs, predictor.predict(images, probability=want_p)):
+        batches = predict_batches(
+            volume, predictor, todo, job.settings.batch_size, standardise=job.standardisation, probability=want_p
+        )
+        for zs, results in batches:
+            for z, (mask, p) in zip(zs, results):
                 job.outputs.write(int(z), mask, encode_probability(p, pdtype) if want_p else None)
                 job.outputs.mark_done(int(z))
                 computed.append(int(z))
             bar.update(len(zs))
     return computed
+
+
+def predict_batches(
+    volume, predictor: SlicePredictor, todo: Sequence[int], batch_size: int, *,
+    standardise: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None, probability: bool = False,
+) -> Iterator[tuple[Sequence[int], list[tuple[np.ndarray, np.ndarray | None]]]]:
+    """``(slice indices, [(mask, p), ...])`` per batch of ``batch_size`` of the ``todo`` slices of ``volume``.
+
+    Anything indexable by slice number serves as ``volume`` (an opened file, or an
+    :class:`~emfm.data.readers.ArrayVolume` over an array in memory). The next batch is read (and
+    standardised) in a background thread while this one runs through the model. The one loop that
+    :func:`predict_volume` and :mod:`emfm.predict.arrays` both drive, so their masks cannot differ.
+    """
+    standardise = standardise or list
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    if not batches:
+        return
+    read = lambda zs: standardise([volume[int(z)] for z in zs])  # noqa: E731
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(read, batches[0])
+        for k, zs in enumerate(batches):
+            images = pending.result()
+            if k + 1 < len(batches):
+                pending = reader.submit(read, batches[k + 1])
+            yield zs, predictor.predict(images, probability=probability)

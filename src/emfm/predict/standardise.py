@@ -32,14 +32,23 @@ class VolumeStandardisation:
     def plan(cls, info: Any, spec: str) -> VolumeStandardisation | None:
         """The standardisation of volume ``spec`` for the run ``info`` (a ModelInfo); None if the run
         has no input-side alignment."""
-        from emfm.align.inputs import volume_sample
         from emfm.data import open_volume
+
+        if not info.make_alignment().input_side:
+            return None
+        with open_volume(spec) as volume:
+            return cls.of_volume(info, volume)
+
+    @classmethod
+    def of_volume(cls, info: Any, volume: Any) -> VolumeStandardisation | None:
+        """:meth:`plan` for a volume already open (an :class:`~emfm.data.readers.ArrayVolume` over an
+        array in memory too), from the same evenly spaced sample of its slices."""
+        from emfm.align.inputs import volume_sample
 
         alignment = info.make_alignment()
         if not alignment.input_side:
             return None
-        with open_volume(spec) as volume:
-            stats = alignment.volume_stats(volume_sample(volume))
+        stats = alignment.volume_stats(volume_sample(volume))
         return cls(info.align, dict(info.align_settings), dict(info.align_state), stats)
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
