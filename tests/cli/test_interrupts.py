@@ -29,7 +29,10 @@ def interrupt_after(argv: list[str], marker: str, count: int = 1, timeout: float
     """Run ``argv``, send SIGINT once ``marker`` has appeared ``count`` times on its stderr, and return
     its exit status and stderr."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    # A job started in the background of a non-interactive shell (nohup, `cmd &`) inherits SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt: restore the default so the test means the same everywhere.
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     lines: list[str] = []
     seen = threading.Event()
 
