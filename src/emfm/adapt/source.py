@@ -11,7 +11,6 @@ evaluation.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emfm import rundir
+from emfm._io import file_sha256
 from emfm.errors import RunDirError
 
 if TYPE_CHECKING:
@@ -72,13 +72,6 @@ class SourceRun:
             return {}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def check_run_dir(run_dir: str | Path) -> Path:
     """The run directory, checked to hold a finished run's config and checkpoint (RunDirError if not)."""
@@ -120,7 +113,7 @@ def load_source_run(
     cache = FeatureCache(Path(where).expanduser() if where else cache_root() / "features")
     return SourceRun(
         run_dir=run, config=config, config_yaml=(run / rundir.CONFIG_NAME).read_text(), info=info,
-        segmenter=segmenter, checkpoint_sha256=_file_sha256(run / CHECKPOINT_NAME), cache=cache,
+        segmenter=segmenter, checkpoint_sha256=file_sha256(run / CHECKPOINT_NAME), cache=cache,
     )
 
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from emfm._io import file_sha256
 from emfm.errors import DownloadError, GatedWeightsError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,7 @@ def _file_sha256(path: Path) -> str:
     target = Path(os.path.realpath(path))
     if target != path.absolute() and target.parent.name == "blobs" and _SHA256.match(target.name):
         return target.name
-    sha = hashlib.sha256()
-    with open(target, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+    return file_sha256(target, chunk=1 << 24)
 
 
 def _shards(index_file: Path) -> list[str]:

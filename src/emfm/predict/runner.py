@@ -20,7 +20,6 @@ records which slices are done (:mod:`emfm.predict.volume_io`), so a rerun finish
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from emfm import __version__
+from emfm._io import file_sha256
 from emfm._settings import check_number
 from emfm.data.readers import split_container
 from emfm.errors import ConfigError, RunDirError
@@ -172,13 +172,6 @@ def checkpoint_path(run_dir: str | Path) -> Path:
         )
     return ckpt
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolved_spec(spec: str) -> str:
@@ -386,7 +379,7 @@ def plan_prediction(
     if settings.mode == "resize":
         info.preprocessing.network_size(shape[1:])  # a slice too small for the run's resolution raises here
     settings = resolve_device(resolve_tiling(settings, info, run_dir))
-    sha = _sha256(ckpt)
+    sha = file_sha256(ckpt)
     record = _job_record(run_dir, sha, spec, shape, dtype, settings, probabilities)
     outputs = None
     done = np.zeros(shape[0], dtype=bool)
