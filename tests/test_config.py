@@ -9,7 +9,7 @@ def test_defaults_follow_the_protocol_and_test_defaults_to_train():
     assert c.train == ("lucchi_pp", "vnc") and c.test == ("lucchi_pp", "vnc")
     assert (c.lr, c.weight_decay, c.batch_size, c.patience) == (None, 1e-4, 2, 20)  # lr None: the head's own
     lora = TrainConfig(backbone="dinov2-s", train="vnc", adapter="lora")
-    assert lora.adapter_settings == {"rank": 16, "alpha": 32, "dropout": 0.0}
+    assert lora.adapter_settings == {"rank": 16, "alpha": 32, "dropout": 0.0, "layout": "separate"}
 
 
 def test_yaml_round_trip_with_overrides(tmp_path):
@@ -41,7 +41,7 @@ def test_unknown_key_suggests_the_nearest():
 
 def test_flat_adapter_keys_fold_into_the_chosen_adapters_settings():
     lora = TrainConfig.from_dict({"backbone": "b", "train": "vnc", "adapter": "lora", "lora_rank": 4, "lora_alpha": 8})
-    assert lora.adapter_settings == {"rank": 4, "alpha": 8, "dropout": 0.0}
+    assert lora.adapter_settings == {"rank": 4, "alpha": 8, "dropout": 0.0, "layout": "separate"}
     # A study's shared defaults may set LoRA keys; they do not apply to (and do not break) frozen runs.
     frozen = TrainConfig.from_dict({"backbone": "b", "train": "vnc", "lora_rank": 4})
     assert frozen.adapter == "frozen" and frozen.adapter_settings == {}

@@ -142,7 +142,17 @@ def _metrics_fit(metrics: Any, config: dict[str, Any]) -> bool:
         return False
     if "train" in config and list(run.get("train_sets") or []) != list(config["train"]):
         return False
+    if config.get("adapter") == "lora" and _lora_layout(run.get("adapter_settings")) != _lora_layout(
+        config.get("adapter_settings")
+    ):  # a separate-layout LoRA run is never a fused-qkv one, nor the reverse
+        return False
     return "test" not in config or set(tests) == set(config["test"])
+
+
+def _lora_layout(settings: Any) -> str:
+    """A LoRA run's layout as its config or metrics record it; ``separate`` where neither says (every LoRA
+    run before the layout was a setting, :class:`emfm.adapters.lora.LoraSettings`)."""
+    return str(settings.get("layout", "separate")) if isinstance(settings, dict) else "separate"
 
 
 def prepare(

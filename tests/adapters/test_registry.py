@@ -67,7 +67,8 @@ def test_built_in_adapters_declare_how_they_train():
     assert adapter_names()[:2] == ["frozen", "lora"]
     assert create_adapter("frozen").uses_cached_features
     lora = create_adapter("lora", {"rank": 4})
-    assert not lora.uses_cached_features and lora.settings_dict() == {"rank": 4, "alpha": 32, "dropout": 0.0}
+    assert not lora.uses_cached_features and lora.settings_dict() == {"rank": 4, "alpha": 32, "dropout": 0.0,
+                                                                  "layout": "separate"}
 
 
 def test_a_registered_throwaway_adapter_trains_reloads_and_is_offered_everywhere(

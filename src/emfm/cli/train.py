@@ -54,8 +54,10 @@ _HELP = {
 }
 
 
-def adapter_flags() -> dict[str, tuple[str, type, str]]:
-    """``--<adapter>-<setting>`` flags from the adapter registry: dest -> (flag, type, help)."""
+def adapter_flags() -> dict[str, tuple[str, type, str, list[str] | None]]:
+    """``--<adapter>-<setting>`` flags from the adapter registry: dest -> (flag, type, help, choices); a
+    setting with fixed values (``Literal``, or ``choices`` in the field's metadata, e.g. ``--lora-layout
+    fused-qkv|separate``) offers them as choices."""
     import dataclasses
     import typing
 
@@ -69,8 +71,12 @@ def adapter_flags() -> dict[str, tuple[str, type, str]]:
         for f in dataclasses.fields(cls.settings_type):  # type: ignore[arg-type]
             dest = f"{name.replace('-', '_')}_{f.name}"
             typ = hints.get(f.name)
-            parse = typ if typ in (int, float, str) else yaml.safe_load  # anything else: a YAML value
-            flags[dest] = (f"--{name}-{f.name.replace('_', '-')}", parse, f"{name}: {f.name} (default {f.default})")
+            choices = f.metadata.get("choices") or (typing.get_args(typ) if typing.get_origin(typ) is typing.Literal
+                                                     else None)
+            choices = [str(c) for c in choices] if choices else None
+            parse = str if choices else typ if typ in (int, float, str) else yaml.safe_load  # else a YAML value
+            flags[dest] = (f"--{name}-{f.name.replace('_', '-')}", parse, f"{name}: {f.name} (default {f.default})",
+                           choices)
     return flags
 
 
@@ -88,8 +94,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument(
                 "--adapter", choices=ADAPTERS.names(), default=None, help=f"how the backbone is adapted ({adapters})"
             )
-    for dest, (flag, typ, text) in adapter_flags().items():
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
+    for dest, (flag, typ, text, choices) in adapter_flags().items():
+        p.add_argument(flag, dest=dest, type=typ, default=None, choices=choices, help=text)
     p.add_argument("--balance", action="store_true", default=None, help="sample the training sets equally")
     p.add_argument("--intensity-augment", action="store_true", default=None,
                    help="random contrast, noise and blur on pixels the model sees live (pixel heads, LoRA)")

@@ -1,7 +1,8 @@
 """From a run directory to the network that is exported: loaded, checked, LoRA merged, in-model tiling off.
 
-LoRA's low-rank updates are merged into the attention weights (``W + s B A``, peft's own ``merge``) and
-the adapter layers are replaced by the merged linear layers, so the exported backbone is a plain
+LoRA's low-rank updates are merged into the attention weights (``W + s B A``, peft's own ``merge``, or
+row block by row block for the fused-qkv layout) and the adapter layers are replaced by the merged linear
+layers, so the exported backbone is a plain
 transformers model of its family: the architecture rebuilds it from its configuration alone, and ONNX
 sees ordinary matrix products. The merged weights differ from the adapted ones by float rounding.
 """
@@ -63,13 +64,17 @@ def check_exportable(ckpt: Path) -> None:
 
 
 def merge_lora(model: nn.Module) -> int:
-    """Merge every peft LoRA layer inside ``model`` into its base layer and put the base layer in its
-    place; returns how many were merged (0 for a frozen backbone)."""
+    """Merge every LoRA layer inside ``model`` into its base layer and put the base layer in its place:
+    peft's (the separate layout) and emfm's own (the fused-qkv layout, where q, k and v each add their row
+    block of one ``s B A``, :func:`emfm.adapters.lora.merge_grouped_lora`); returns how many were merged
+    (0 for a frozen backbone)."""
+    from emfm.adapters.lora import merge_grouped_lora
+
+    merged = merge_grouped_lora(model)
     try:
         from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # no peft, so no LoRA layers either
-        return 0
-    merged = 0
+    except ImportError:  # no peft, so no peft LoRA layers either
+        return merged
     for name, module in list(model.named_modules()):
         if isinstance(module, BaseTunerLayer):
             module.merge(safe_merge=True)

@@ -17,11 +17,11 @@ COLUMNS = [
     "run_id", "backbone", "weights_id", "adapter", "head", "train_sets", "test_set", "seed", "resolution",
     "pairing", "balance", "ablation", "fg_iou", "dice", "fg_iou_resized", "n_slices", "epochs_run",
     "best_epoch", "trainable_params", "wall_seconds", "label_budget", "train_slices", "train_seconds",
-    "peak_memory_mb", "align", "feature_frechet", "feature_probe_auc",
+    "peak_memory_mb", "align", "feature_frechet", "feature_probe_auc", "lora_layout", "adapter_params",
 ]
 CELL = (
-    "backbone", "adapter", "head", "resolution", "train_sets", "pairing", "balance", "ablation", "label_budget",
-    "align", "test_set",
+    "backbone", "adapter", "lora_layout", "head", "resolution", "train_sets", "pairing", "balance", "ablation",
+    "label_budget", "align", "test_set",
 )
 
 
@@ -42,6 +42,14 @@ def _feature_shift(metrics: dict[str, Any]) -> tuple[float | None, float | None]
     if len(pairs) != 1:
         return None, None
     return pairs[0]["frechet"]["value"], pairs[0]["probe_auc"]
+
+
+def _lora_layout(run: dict[str, Any]) -> str:
+    """A LoRA run's layout (``fused-qkv`` or ``separate``; runs from before it was recorded were
+    ``separate``, see :class:`emfm.adapters.lora.LoraSettings`); empty for other adapters."""
+    if run.get("adapter") != "lora":
+        return ""
+    return run.get("lora_layout") or (run.get("adapter_settings") or {}).get("layout") or "separate"
 
 
 def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,6 +75,7 @@ def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "peak_memory_mb": (metrics.get("train_memory") or {}).get("peak_resident_mb"),
             "align": run.get("align", "none"),
             "feature_frechet": frechet, "feature_probe_auc": probe_auc,
+            "lora_layout": _lora_layout(run), "adapter_params": metrics["trainable_params"].get("adapter"),
         })
     return rows
 

@@ -43,6 +43,10 @@ def analysis_dir(study_dir: str | Path, backbone: str) -> Path:
 # runs of an existing study keep their ids (and are resumed, not redone) under a newer emfm.
 _LATER_SETTINGS = {"label_budget": None, "label_pick": "random", "max_minutes": None, "align": "none",
                    "align_settings": {}}
+# The same for an adapter's own settings: LoRA's layout was added with every earlier run at ``separate``, so a
+# separate run keeps its id while a ``fused-qkv`` one (the published preset's) gets another and is never
+# taken for it.
+_LATER_ADAPTER_SETTINGS = {"lora": {"layout": "separate"}}
 
 
 # The digest used to take in the emfm version with the settings, so that an upgrade renamed, and so reran,
@@ -57,6 +61,11 @@ def _run_id(config: TrainConfig, ablation: str) -> str:
     for key, default in _LATER_SETTINGS.items():
         if settings.get(key) == default:
             settings.pop(key, None)
+    adapter_settings = dict(settings.get("adapter_settings") or {})
+    for key, default in _LATER_ADAPTER_SETTINGS.get(config.adapter, {}).items():
+        if adapter_settings.get(key) == default:
+            adapter_settings.pop(key, None)
+    settings["adapter_settings"] = adapter_settings
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
     backbone = Path(config.backbone).name
     parts = [backbone, config.adapter, config.head, "+".join(config.train), f"s{config.seed}"]

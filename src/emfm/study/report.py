@@ -50,7 +50,8 @@ def _row_label(cell: dict[str, Any]) -> tuple[str, ...]:
         budget = f"{cell['label_budget']} labelled slices"
         label = f"{label}, {budget}" if label else budget
     trained_on = cell["train_sets"].replace("+", " + ")
-    return (cell["backbone"], cell["adapter"], cell["head"], str(cell["resolution"]), trained_on, label)
+    adapter = f"{cell['adapter']} ({cell['lora_layout']})" if cell.get("lora_layout") else cell["adapter"]
+    return (cell["backbone"], adapter, cell["head"], str(cell["resolution"]), trained_on, label)
 
 
 def results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[tuple[str, ...]]]:

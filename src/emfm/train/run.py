@@ -252,6 +252,8 @@ def summarise(
             "precision": cfg.precision, "label_budget": cfg.label_budget, "label_pick": cfg.label_pick,
             "align": plan.alignment.name, "align_settings": plan.alignment.settings_dict(),
             "from_scratch": backbone.family == "scratch",
+            # LoRA's layout (fused-qkv, the study's, or separate), None for other adapters: a report row says it
+            "lora_layout": plan.adapter.settings_dict().get("layout") if plan.adapter.name == "lora" else None,
         },
         "train_slices": {name: len(tr) for name, (tr, _) in data.train.items()},
         "warnings": fitted.warnings,
