@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from emfm.adapters import create_adapter
-from emfm.adapters.lora import GroupedLoraLinear, LoraSettings, LowRankUpdate, apply_lora, lora_param_count
+from emfm.adapters.fused_qkv import GroupedLoraLinear, LowRankUpdate
+from emfm.adapters.lora import LoraSettings, apply_lora, lora_param_count
 from emfm.backbones import create_backbone
 from emfm.backbones._testing import write_random_checkpoint
 from emfm.errors import CheckpointFormatError, ConfigError
@@ -115,7 +116,7 @@ def test_vit_l_counts_are_the_studys_2_36_m_against_3_15_m():
     import transformers
     from peft import LoraConfig, inject_adapter_in_model
 
-    from emfm.adapters.lora import add_fused_qkv_lora
+    from emfm.adapters.fused_qkv import add_fused_qkv_lora
 
     assert lora_param_count(24, 1024, 16, "fused-qkv") == 24 * 16 * (4096 + 2048) == 2_359_296
     assert lora_param_count(24, 1024, 16, "separate") == 24 * 4 * 16 * 2048 == 3_145_728
@@ -182,7 +183,7 @@ def test_a_backbone_without_q_k_and_v_is_refused_in_one_line(checkpoints):
         with pytest.raises(ConfigError, match="no separate q, k and v projections.*--lora-layout separate"):
             apply_lora(backbone, LoraSettings(layout="fused-qkv"), targets)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    from emfm.adapters.lora import add_fused_qkv_lora
+    from emfm.adapters.fused_qkv import add_fused_qkv_lora
 
     with pytest.raises(ConfigError, match="no separate q, k and v"):
         add_fused_qkv_lora(model, ["qkv"], LoraSettings(layout="fused-qkv"))
@@ -191,7 +192,7 @@ def test_a_backbone_without_q_k_and_v_is_refused_in_one_line(checkpoints):
 def test_the_older_dinov2_names_query_key_value_dense_are_grouped_too():
     """transformers before 5 named DINOv2's projections attention.attention.query/key/value and
     attention.output.dense: the groups come from the names, wherever the modules sit."""
-    from emfm.adapters.lora import add_fused_qkv_lora, qkv_groups
+    from emfm.adapters.fused_qkv import add_fused_qkv_lora, qkv_groups
 
     class SelfAttention(torch.nn.Module):
         def __init__(self) -> None:

@@ -66,9 +66,9 @@ def check_exportable(ckpt: Path) -> None:
 def merge_lora(model: nn.Module) -> int:
     """Merge every LoRA layer inside ``model`` into its base layer and put the base layer in its place:
     peft's (the separate layout) and emfm's own (the fused-qkv layout, where q, k and v each add their row
-    block of one ``s B A``, :func:`emfm.adapters.lora.merge_grouped_lora`); returns how many were merged
+    block of one ``s B A``, :func:`emfm.adapters.fused_qkv.merge_grouped_lora`); returns how many were merged
     (0 for a frozen backbone)."""
-    from emfm.adapters.lora import merge_grouped_lora
+    from emfm.adapters.fused_qkv import merge_grouped_lora
 
     merged = merge_grouped_lora(model)
     try:
