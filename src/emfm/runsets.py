@@ -30,15 +30,16 @@ class RunData:
         out: dict[str, Any] = {
             name: {"train": tr.ids, "val": va.ids, "pairing": tr.pairing} for name, (tr, va) in self.train.items()
         }
-        out.update({f"test:{name}": {"test": st.ids} for name, st in self.test.items()})
+        out.update({f"test:{name}": {"test": st.ids, "pairing": st.pairing} for name, st in self.test.items()})
         return out
 
 
 def load_stacks(config: TrainConfig, *, progress: bool = True) -> RunData:
     """Training (train, val) stacks per training set and test stacks per test set.
 
-    The pairing ablation (``text-sorted``) applies to the training data only; test sets are always
-    paired correctly, so the reported IoU measures the model, not the mispairing.
+    The pairing ablation ``text-sorted`` applies to the training data only: test sets are paired
+    correctly, so the reported IoU measures the model, not the mispairing. ``study-compose`` mispairs
+    the test sets too, as the study's compose script did (:meth:`TrainConfig.split_pairing`).
     """
     from emfm.data import get_dataset, load_split
 
@@ -51,7 +52,8 @@ def load_stacks(config: TrainConfig, *, progress: bool = True) -> RunData:
     train = {name: load_training_set(config, name, progress=progress) for name in config.train}
     test = {}
     for name in config.test:
-        st = load_split(name, "test", data_root=config.data_root, progress=progress)
+        st = load_split(name, "test", data_root=config.data_root, pairing=config.split_pairing("test"),
+                        progress=progress)
         if len(st) == 0:
             raise DataError(f"test set {name} has no slices; check --data-root or the dataset's split")
         test[name] = st
@@ -64,8 +66,9 @@ def load_training_set(config: TrainConfig, name: str, *, progress: bool = True) 
     from emfm.data import load_split
     from emfm.data.budget import apply_budget
 
-    tr = load_split(name, "train", data_root=config.data_root, pairing=config.pairing, progress=progress)
-    va = load_split(name, "val", data_root=config.data_root, pairing=config.pairing, progress=progress)
+    pairing = config.split_pairing("train")
+    tr = load_split(name, "train", data_root=config.data_root, pairing=pairing, progress=progress)
+    va = load_split(name, "val", data_root=config.data_root, pairing=pairing, progress=progress)
     if config.max_train_slices:
         tr = tr.subset(tr.ids[: config.max_train_slices], "train")
     tr = apply_budget(tr, config.label_budget, config.label_pick, config.seed)

@@ -63,7 +63,7 @@ def labelled_stacks(source: SourceRun) -> dict[str, SliceStack]:
     input_side = source.info.make_alignment().input_side
     out = {}
     for name in cfg.train:
-        stack = load_split(name, "train", data_root=cfg.data_root, pairing=cfg.pairing, progress=False)
+        stack = load_split(name, "train", data_root=cfg.data_root, pairing=cfg.split_pairing("train"), progress=False)
         ids = (splits.get(name) or {}).get("train")
         if ids:
             stack = stack.subset(list(ids), "train")
@@ -74,7 +74,7 @@ def labelled_stacks(source: SourceRun) -> dict[str, SliceStack]:
         if len(stack) == 0:
             raise DataError(f"training set {name} has no slices")
         if input_side:  # training standardised a set's train and val splits together, as one volume
-            val = load_split(name, "val", data_root=cfg.data_root, pairing=cfg.pairing, progress=False)
+            val = load_split(name, "val", data_root=cfg.data_root, pairing=cfg.split_pairing("train"), progress=False)
             images = standardise(source, [*stack.images, *val.images])[: len(stack)]
             stack = dataclasses.replace(stack, images=images)
         out[name] = stack

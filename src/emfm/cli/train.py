@@ -18,7 +18,7 @@ _FLAGS = {
 # Comma-separated list flags -> the config's lists.
 _LISTS = {"layers": int, "augment": str}
 _CHOICES = {
-    "pairing": ["by-number", "text-sorted"],
+    "pairing": ["by-number", "text-sorted", "study-compose"],
     "normalisation": ["imagenet", "backbone"], "intensity": ["dtype", "minmax"], "precision": ["32", "bf16"],
     "loss": ["dice", "dice_ce"], "label_pick": ["random", "even", "first"],
 }
@@ -29,7 +29,8 @@ _HELP = {
     "test": "test set(s), comma separated (default: the training sets)",
     "head": "segmentation head: linear, deconv (the study's), multilinear, dpt or fusion",
     "resolution": "longest image edge in pixels (the study: 1022)",
-    "pairing": "image/mask pairing; text-sorted reproduces the study's mistake (ablation only)",
+    "pairing": "image/mask pairing; text-sorted reproduces the study's mistake on the training data, "
+               "study-compose on the test data too, as the study scored it (ablations only)",
     "normalisation": "imagenet (the study, every family) or the backbone's own mean/std",
     "data_root": "folder holding one folder per dataset (default $EMFM_DATA or the user data dir)",
     "cache_dir": "feature cache (default $EMFM_CACHE or the user cache dir)",

@@ -125,7 +125,8 @@ def evaluate_run(
     names = test or list(config.test)
     root = data_root or config.data_root
     segmenter, info = load_checkpoint(run_dir / CHECKPOINT_NAME, backbone_path=backbone)
-    stacks = {n: load_split(n, "test", data_root=root) for n in names}
+    # A study-compose run (the study's exact mispairing ablation) is re-scored as it was scored: mispaired.
+    stacks = {n: load_split(n, "test", data_root=root, pairing=config.split_pairing("test")) for n in names}
     stacks = standardise_for_run(info, stacks)  # an input-side alignment's standardisation, as in training
     result = evaluate_segmenter(segmenter, info, stacks, run_dir, progress=progress)
     source = str(Path(backbone).expanduser().resolve()) if backbone is not None else info.backbone

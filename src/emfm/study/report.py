@@ -367,9 +367,12 @@ def _ablations_text(body: Sequence[Sequence[str]]) -> str:
         return "No ablation in this study."
     return (
         "Rows with a variant label are ablations. `text-sorted` pairs Lucchi++ images with masks by text-sorted "
-        "file names, the data-composition mistake behind the study's ~0.05 joint-training figures: it applies to "
-        "the training data; test sets are always paired by number, so these rows measure the damage done to the "
-        "model. Compare each with the same row without the label."
+        "file names, the data-composition mistake behind the study's ~0.05 joint-training figures, in the "
+        "training data only: test sets are paired by number, so these rows measure the damage done to the model. "
+        "`study-compose` is the study's exact setting: its compose script paired the Lucchi++ test set by sorted "
+        "names too (2 of 165 slices meet their own mask) and it scored against those masks, pooled over both test "
+        "sets (the `pooled` rows), so those rows measure the model and the wrong masks together. Compare each "
+        "with the same row without the label."
     )
 
 
