@@ -316,6 +316,7 @@ def write_report(
         _section("Reference: the published study", _reference_text()),
         _section("Representation analysis", _analysis_section(analysis, out, figures)),
         _section("Protocol", _protocol_text(study)),
+        deviations_section(study, specs),
         _section("Splits", _splits_text(specs, out) or "No run has finished yet."),
         _section("Software", _versions(specs, out)),
     ]
@@ -323,6 +324,13 @@ def write_report(
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "report.html", _html_page(text, study.name, out))
     return {"report": str(out / "report.md"), "html": str(out / "report.html")}
+
+
+def deviations_section(study: StudyConfig, specs: Sequence[RunSpec]) -> str:
+    """Where the study's runs differ from the published protocol (:mod:`emfm.study.deviations`)."""
+    from emfm.study.deviations import deviations_text
+
+    return _section("Deviations from the published protocol", deviations_text([s.config for s in specs], study.seeds))
 
 
 def _section(title: str, body: str) -> str:
