@@ -67,3 +67,37 @@ def test_study_compose_pairs_the_real_lucchi_test_set_as_the_compose_script_did(
     own = [s.id for s in slices if int(s.mask.stem) == int(s.id)]
     assert len(slices) == 165 and own == ["0000", "0001"]
     assert slices[2].mask.name == "10.png" and slices[3].mask.name == "100.png"
+
+
+def test_a_fold_replaces_the_published_split_of_its_training_set(twelve, datasets):
+    """A folder's test/ is a volume of its own (its ids repeat train/'s), so the folds cut its train part."""
+    other = datasets[1]
+    published = load_stacks(TrainConfig(backbone="unused", train=(twelve,), test=(twelve, other)), progress=False)
+    pool = published.train[twelve][0].ids + published.train[twelve][1].ids
+    cfg = TrainConfig(backbone="unused", train=(twelve,), test=(twelve, other), cv_folds=3, cv_fold=1)
+    data = load_stacks(cfg, progress=False)
+    (tr, va), te = data.train[twelve], data.test[twelve]
+    assert te.ids == sorted(pool)[4:8] and sorted(tr.ids + va.ids + te.ids) == sorted(pool)
+    assert data.test[other].ids == published.test[other].ids  # a set it does not train on: its published split
+    from emfm.runsets import load_training_set
+
+    assert [s.ids for s in load_training_set(cfg, twelve, progress=False)] == [tr.ids, va.ids]
+
+
+@pytest.mark.parametrize(("folds", "fold", "match"),
+                         [(1, 0, "cv_folds"), (3, 3, "cv_fold"), (None, 2, "without cv_folds")])
+def test_a_fold_that_cannot_exist_is_a_config_error(folds, fold, match):
+    from emfm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(backbone="b", train=("vnc",), cv_folds=folds, cv_fold=fold)
+
+
+def test_vnc_folds_pool_all_twenty_labelled_slices(shared_dir: Path):
+    from emfm.runsets import fold_parts, labelled_pool
+
+    cfg = TrainConfig(backbone="unused", train=("vnc",), test=("vnc",), data_root=str(shared_dir / "data"),
+                      cv_folds=5, cv_fold=0)
+    assert labelled_pool(cfg, "vnc", progress=False).ids == [f"{i:02d}" for i in range(20)]
+    tr, va, te = fold_parts(cfg, "vnc", progress=False)
+    assert te.ids == ["00", "01", "02", "03"] and len(tr) + len(va) == 16

@@ -79,6 +79,9 @@ class TrainConfig(Settings):
     A from-scratch ``backbone`` (``unet``, :mod:`emfm.backbones.scratch`) has no head or adapter to
     choose: they become its network (``head: unet``) and ``adapter: scratch``, and slices are taken at
     native scale unless ``scale`` says otherwise.
+    ``cv_folds`` / ``cv_fold`` replace each training set's published split by fold ``cv_fold`` of a
+    ``cv_folds``-fold cross-validation over all its labelled slices (contiguous test blocks,
+    :func:`emfm.data.splits.make_fold_split`); the run is scored on that fold's test part.
     ``label_budget`` trains on N labelled slices of each training set, picked by ``label_pick``
     (:mod:`emfm.data.budget`; ``random`` is redrawn by ``seed``); the validation split is never touched.
     """
@@ -121,6 +124,8 @@ class TrainConfig(Settings):
     max_train_slices: int | None = None
     label_budget: int | None = None
     label_pick: LabelPick = "random"
+    cv_folds: int | None = None
+    cv_fold: int = 0
     emfm_version: str = field(default=__version__, compare=False)
 
     def __post_init__(self) -> None:
@@ -155,6 +160,11 @@ class TrainConfig(Settings):
             check_number("max_train_slices", self.max_train_slices, minimum=1, integer=True)
         if self.label_budget is not None:
             check_number("label_budget", self.label_budget, minimum=1, integer=True)
+        if self.cv_folds is not None:
+            check_number("cv_folds", self.cv_folds, minimum=2, integer=True)
+            check_number("cv_fold", self.cv_fold, minimum=0, maximum=self.cv_folds - 1, integer=True)
+        elif self.cv_fold != 0:
+            raise ConfigError(f"cv_fold {self.cv_fold} given without cv_folds; set cv_folds (e.g. 5) or drop cv_fold")
         check_choice("label_pick", self.label_pick, LABEL_PICKS, "; random is seeded by seed")
         if self.balance and len(self.train) < 2:
             raise ConfigError("--balance needs at least two training sets (e.g. --train lucchi_pp,vnc)")

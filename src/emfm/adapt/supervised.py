@@ -63,6 +63,15 @@ def labelled_stacks(source: SourceRun) -> dict[str, SliceStack]:
     input_side = source.info.make_alignment().input_side
     out = {}
     for name in cfg.train:
+        if cfg.cv_folds:  # a cross-validation fold: its parts are cut from the whole labelled pool
+            from emfm.runsets import load_training_set
+
+            stack, val = load_training_set(cfg, name, progress=False)
+            if input_side:
+                images = standardise(source, [*stack.images, *val.images])[: len(stack)]
+                stack = dataclasses.replace(stack, images=images)
+            out[name] = stack
+            continue
         stack = load_split(name, "train", data_root=cfg.data_root, pairing=cfg.split_pairing("train"), progress=False)
         ids = (splits.get(name) or {}).get("train")
         if ids:

@@ -13,7 +13,7 @@ _FLAGS = {
     "pairing": str, "normalisation": str, "intensity": str, "precision": str, "data_root": str,
     "cache_dir": str, "max_train_slices": int, "layers": str, "scale": float, "tile": int, "tile_overlap": int,
     "crop": int, "crops_per_epoch": int, "augment": str, "loss": str, "min_steps": int, "val_every": int,
-    "label_budget": int, "label_pick": str, "max_minutes": float, "align": str,
+    "label_budget": int, "label_pick": str, "max_minutes": float, "align": str, "cv_folds": int, "cv_fold": int,
 }
 # Comma-separated list flags -> the config's lists.
 _LISTS = {"layers": int, "augment": str}
@@ -51,6 +51,8 @@ _HELP = {
     "max_minutes": "stop training after this many minutes (the best weights so far are kept)",
     "label_budget": "train on N labelled slices of each training set, spread through the stack (see --label-pick)",
     "label_pick": "how a label budget picks: random (one per equal part, redrawn by --seed), even, or first",
+    "cv_folds": "cross-validate: replace each training set's published split by K folds of its labelled slices",
+    "cv_fold": "which fold (0 .. cv_folds - 1) this run trains without and is scored on",
     "lr": "learning rate (default: the head's own; the study uses 5e-5)",
 }
 

@@ -124,3 +124,34 @@ def read_split_file(name: str) -> dict[str, Any]:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{name}: the package ships no split file {path}; reinstall emfm.") from None
+
+
+def make_fold_split(
+    ids: Sequence[str], folds: int, fold: int, *, val_fraction: float = 0.1, seed: int = 42
+) -> tuple[list[str], list[str], list[str]]:
+    """Fold ``fold`` of a ``folds``-fold cross-validation over a dataset's labelled slices.
+
+    The test part is the fold-th of ``folds`` contiguous blocks of ``ids`` in slice order (as
+    ``numpy.array_split`` cuts them: sizes differ by at most one): neighbouring EM slices look alike, so
+    interleaved folds would test on near-copies of training slices. The rest is split into train and val
+    with the study's draw (:func:`make_val_split`). Every slice is tested in exactly one fold.
+
+    Returns:
+        ``(train_ids, val_ids, test_ids)``, each in the order of ``ids``.
+
+    Raises:
+        DataError: fewer slices than ``folds`` + 2 (each fold needs a test slice and two to train on), or a
+            fold outside 0 .. folds - 1.
+    """
+    import numpy as np
+
+    ids = list(ids)
+    if folds < 2 or not 0 <= fold < folds:
+        raise DataError(f"fold {fold} of {folds}: cross-validation needs at least 2 folds and a fold in 0..{folds - 1}")
+    if len(ids) < folds + 2:
+        raise DataError(f"{folds}-fold cross-validation needs at least {folds + 2} labelled slices, got {len(ids)}")
+    blocks = np.array_split(np.arange(len(ids)), folds)
+    held = set(blocks[fold].tolist())
+    test = [s for i, s in enumerate(ids) if i in held]
+    train, val = make_val_split([s for i, s in enumerate(ids) if i not in held], val_fraction, seed)
+    return train, val, test

@@ -90,6 +90,18 @@ def _save_predictions(path: Path, preds: list[np.ndarray]) -> None:
                     tif.write(p.astype(np.uint8), compression="zlib", contiguous=False, photometric="minisblack")
 
 
+def _test_stack(config, name: str):
+    """Test set ``name`` as the run was scored on it: its fold's test part for a cross-validation run's own
+    training set, else the published test split (paired as the run's pairing says)."""
+    from emfm.data import load_split
+
+    if config.cv_folds and name in config.train:
+        from emfm.runsets import fold_parts
+
+        return fold_parts(config, name, progress=False)[2]
+    return load_split(name, "test", data_root=config.data_root, pairing=config.split_pairing("test"))
+
+
 def evaluate_run(
     run_dir: str | Path,
     test: list[str] | None = None,
@@ -112,7 +124,6 @@ def evaluate_run(
     from emfm._io import atomic_write_json, finite_json
     from emfm.align.inputs import standardise_for_run
     from emfm.config import TrainConfig, load_yaml
-    from emfm.data import load_split
     from emfm.models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
     run_dir = Path(run_dir)
@@ -125,8 +136,9 @@ def evaluate_run(
     names = test or list(config.test)
     root = data_root or config.data_root
     segmenter, info = load_checkpoint(run_dir / CHECKPOINT_NAME, backbone_path=backbone)
-    # A study-compose run (the study's exact mispairing ablation) is re-scored as it was scored: mispaired.
-    stacks = {n: load_split(n, "test", data_root=root, pairing=config.split_pairing("test")) for n in names}
+    # A study-compose run (the study's exact mispairing ablation) is re-scored as it was scored: mispaired;
+    # a cross-validation run on its own fold's test slices.
+    stacks = {n: _test_stack(config.replace(data_root=root), n) for n in names}
     stacks = standardise_for_run(info, stacks)  # an input-side alignment's standardisation, as in training
     result = evaluate_segmenter(segmenter, info, stacks, run_dir, progress=progress)
     source = str(Path(backbone).expanduser().resolve()) if backbone is not None else info.backbone

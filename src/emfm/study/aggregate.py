@@ -18,6 +18,7 @@ COLUMNS = [
     "pairing", "balance", "ablation", "fg_iou", "dice", "fg_iou_resized", "n_slices", "epochs_run",
     "best_epoch", "trainable_params", "wall_seconds", "label_budget", "train_slices", "train_seconds",
     "peak_memory_mb", "align", "feature_frechet", "feature_probe_auc", "lora_layout", "adapter_params",
+    "cv_folds", "cv_fold",
 ]
 CELL = (
     "backbone", "adapter", "lora_layout", "head", "resolution", "train_sets", "pairing", "balance", "ablation",
@@ -76,6 +77,8 @@ def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "align": run.get("align", "none"),
             "feature_frechet": frechet, "feature_probe_auc": probe_auc,
             "lora_layout": _lora_layout(run), "adapter_params": metrics["trainable_params"].get("adapter"),
+            # the published split: empty; else fold cv_fold (0-based) of cv_folds
+            "cv_folds": spec.config.cv_folds or "", "cv_fold": spec.config.cv_fold if spec.config.cv_folds else "",
         })
     return rows
 

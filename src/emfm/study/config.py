@@ -4,6 +4,8 @@ A study YAML names lists (``backbones``, ``adapters``, ``heads``, ``train_sets``
 sweep how many labelled slices a run gets, ``label_budgets``: numbers or ``all``; and ``aligns``, the
 domain-alignment methods of :mod:`emfm.align`, applied to the runs trained on several sets), the
 ``test_sets`` every run is scored on (or ``own``: each run on the sets it was trained on),
+``cv_folds`` (K: every cell runs once per fold of a K-fold cross-validation over its training sets'
+labelled slices, beside its seeds; absent, the published split),
 ``defaults`` (any TrainConfig key, shared by all runs),
 ``adapter_overrides`` (e.g. a lower resolution for LoRA on a CPU), ``ablations`` (extra, labelled
 cells such as ``pairing: text-sorted``) and ``analysis`` (run once per backbone). Relative paths are
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emfm._settings import check_annotation, unknown_keys_message
+from emfm._settings import check_annotation, check_number, unknown_keys_message
 from emfm.analysis.config import AnalysisConfig
 from emfm.config import TrainConfig, apply_overrides, load_yaml, split_names
 from emfm.errors import ConfigError
@@ -54,6 +56,7 @@ class StudyConfig:
     seeds: tuple[int, ...]
     label_budgets: tuple[int | None, ...] = (None,)
     aligns: tuple[str, ...] = ("none",)
+    cv_folds: int | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     adapter_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ablations: tuple[Ablation, ...] = ()
@@ -72,7 +75,10 @@ class StudyConfig:
             bad |= set(ab.settings) - train_keys
         if bad:
             raise ConfigError(f"study {self.name!r}: {unknown_keys_message(bad, train_keys, 'run setting')}")
-        grid_keys = {"backbone", "adapter", "head", "train", "test", "seed", "label_budget", "align"} & set(
+        if self.cv_folds is not None:
+            check_number("cv_folds", self.cv_folds, minimum=2, integer=True)
+        grid_keys = {"backbone", "adapter", "head", "train", "test", "seed", "label_budget", "align", "cv_folds",
+                     "cv_fold"} & set(
             self.defaults
         )
         if grid_keys:

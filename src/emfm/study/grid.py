@@ -42,7 +42,7 @@ def analysis_dir(study_dir: str | Path, backbone: str) -> Path:
 # Settings added after studies were first run: left out of the digest while at their defaults, so the
 # runs of an existing study keep their ids (and are resumed, not redone) under a newer emfm.
 _LATER_SETTINGS = {"label_budget": None, "label_pick": "random", "max_minutes": None, "align": "none",
-                   "align_settings": {}}
+                   "align_settings": {}, "cv_folds": None, "cv_fold": 0}
 # The same for an adapter's own settings: LoRA's layout was added with every earlier run at ``separate``, so a
 # separate run keeps its id while a ``fused-qkv`` one (the published preset's) gets another and is never
 # taken for it.
@@ -71,6 +71,8 @@ def _run_id(config: TrainConfig, ablation: str) -> str:
     parts = [backbone, config.adapter, config.head, "+".join(config.train), f"s{config.seed}"]
     if config.label_budget is not None:
         parts.insert(4, f"n{config.label_budget}")
+    if config.cv_folds:
+        parts.insert(4, f"fold{config.cv_fold}of{config.cv_folds}")
     if config.align != "none":
         parts.insert(4, f"align-{config.align}")
     if ablation:
@@ -94,11 +96,18 @@ def expand_grid(study: StudyConfig) -> list[RunSpec]:
 
     def add(backbone: str, adapter: str, head: str, train: tuple[str, ...], seed: int, budget: int | None,
             align: str, extra: dict, label: str) -> None:
+        for fold in range(study.cv_folds) if study.cv_folds else (None,):
+            add_fold(backbone, adapter, head, train, seed, budget, align, extra, label, fold)
+
+    def add_fold(backbone: str, adapter: str, head: str, train: tuple[str, ...], seed: int, budget: int | None,
+                 align: str, extra: dict, label: str, fold: int | None) -> None:
         if is_scratch_model(backbone):  # a U-Net has no adapter or head: one cell, whatever the lists say
             adapter, head = "scratch", SCRATCH_MODELS[backbone].head
         settings = {**study.defaults, **study.adapter_overrides.get(adapter, {}), **extra}
         if budget is not None:
             settings["label_budget"] = budget
+        if fold is not None:
+            settings.update(cv_folds=study.cv_folds, cv_fold=fold)
         if align != "none" and len(train) > 1:  # alignment is about several training sets; single-set runs once
             settings["align"] = align
         if is_scratch_model(backbone):

@@ -303,8 +303,10 @@ def write_report(
         plot_by_train_set(rows, figures / "iou_by_train_set.png")
         plot_by_backbone(rows, figures / "iou_by_backbone.png")
     from emfm.study.alignment import alignment_text
+    from emfm.study.crossval import crossval_text
     from emfm.study.label_efficiency import label_efficiency_text
 
+    crossval = crossval_text(rows)
     efficiency = label_efficiency_text(rows, figures)
     alignment = alignment_text(rows, figures)
     sections = [
@@ -312,6 +314,8 @@ def write_report(
         *([_section("Label efficiency", efficiency)] if efficiency else []),
         *([_section("One model for several sets: domain alignment", alignment)] if alignment else []),
         _section("Results", _results_text(header, body, latex)),
+        *([_section("Cross-validation: the spread over folds beside the spread over seeds", crossval)]
+          if crossval else []),
         _section("Ablations", _ablations_text(body)),
         _section("Reference: the published study", _reference_text()),
         _section("Representation analysis", _analysis_section(analysis, out, figures)),
