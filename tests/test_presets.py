@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize("name", ["quick.yaml", "study.yaml", "heads_quick.yaml", "label_efficiency.yaml",
-                                  "label_efficiency_quick.yaml", "align_quick.yaml"])
+                                  "label_efficiency_quick.yaml", "align_quick.yaml", "vnc_cv_quick.yaml"])
 def test_study_presets_expand(name, monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
     study = StudyConfig.from_yaml(CONFIGS / name)
@@ -57,3 +57,11 @@ def test_align_quick_trains_each_method_jointly_and_each_set_alone_once(monkeypa
     assert {s.config.align for s in joint} == set(study.aligns) and len(joint) == len(study.aligns) * 2
     assert {s.config.align for s in single} == {"none"} and len(single) == 2 * 2
     assert all(s.config.test == ("lucchi_pp", "vnc") for s in specs)
+
+
+def test_vnc_cv_quick_runs_every_head_on_every_fold_and_seed(monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    specs = expand_grid(StudyConfig.from_yaml(CONFIGS / "vnc_cv_quick.yaml"))
+    assert sorted((s.config.head, s.config.cv_fold, s.config.seed) for s in specs) == sorted(
+        (h, f, s) for h in ("linear", "multilinear") for f in range(5) for s in (0, 1))
+    assert all(s.config.cv_folds == 5 and s.config.test == ("vnc",) for s in specs)
