@@ -84,6 +84,10 @@ class TrainConfig(Settings):
     :func:`emfm.data.splits.make_fold_split`); the run is scored on that fold's test part.
     ``label_budget`` trains on N labelled slices of each training set, picked by ``label_pick``
     (:mod:`emfm.data.budget`; ``random`` is redrawn by ``seed``); the validation split is never touched.
+    ``devices`` x ``num_nodes`` processes train with Lightning's DDP (``strategy``); ``batch_size`` is the
+    global batch, shared evenly by them, and the learning rate is not rescaled (:mod:`emfm.distributed`).
+    ``grad_checkpointing`` recomputes a live backbone's activations in the backward pass (LoRA on large
+    backbones: far less memory, about a third more time, the same gradients).
     """
 
     backbone: str
@@ -119,6 +123,10 @@ class TrainConfig(Settings):
     normalisation: Normalisation = "imagenet"
     intensity: Intensity = "dtype"
     precision: Precision = "32"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    grad_checkpointing: bool = False
     data_root: str | None = None
     cache_dir: str | None = None
     max_train_slices: int | None = None
@@ -156,6 +164,12 @@ class TrainConfig(Settings):
             check_number("lr", self.lr, minimum=0, exclusive_minimum=True)
         check_number("weight_decay", self.weight_decay, minimum=0)
         check_number("grad_clip", self.grad_clip, minimum=0)
+        check_number("devices", self.devices, minimum=1, integer=True)
+        check_number("num_nodes", self.num_nodes, minimum=1, integer=True)
+        from emfm.distributed import STRATEGIES, per_device_batch
+
+        check_choice("strategy", self.strategy, STRATEGIES, "; auto is DDP on several devices")
+        per_device_batch(self.batch_size, self.devices, self.num_nodes)
         if self.max_train_slices is not None:
             check_number("max_train_slices", self.max_train_slices, minimum=1, integer=True)
         if self.label_budget is not None:

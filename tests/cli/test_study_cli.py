@@ -171,7 +171,8 @@ def test_runs_of_an_older_emfm_are_resumed_not_redone(study, copy, capsys):
     cfg_path = run_dir(copy) / "config.yaml"
     saved = yaml.safe_load(cfg_path.read_text())
     saved["emfm_version"] = "0.0.1"
-    for later in ("align", "align_settings", "label_budget", "label_pick", "max_minutes"):
+    for later in ("align", "align_settings", "label_budget", "label_pick", "max_minutes", "cv_folds", "cv_fold",
+                  "devices", "num_nodes", "strategy", "grad_checkpointing"):
         saved.pop(later, None)
     cfg_path.write_text(yaml.safe_dump(saved, sort_keys=False))
     assert main(["study", str(study["cfg"]), "--out", str(copy), "--dry-run"]) == 0

@@ -14,11 +14,12 @@ _FLAGS = {
     "cache_dir": str, "max_train_slices": int, "layers": str, "scale": float, "tile": int, "tile_overlap": int,
     "crop": int, "crops_per_epoch": int, "augment": str, "loss": str, "min_steps": int, "val_every": int,
     "label_budget": int, "label_pick": str, "max_minutes": float, "align": str, "cv_folds": int, "cv_fold": int,
+    "devices": int, "num_nodes": int, "strategy": str,
 }
 # Comma-separated list flags -> the config's lists.
 _LISTS = {"layers": int, "augment": str}
 _CHOICES = {
-    "pairing": ["by-number", "text-sorted", "study-compose"],
+    "pairing": ["by-number", "text-sorted", "study-compose"], "strategy": ["auto", "ddp", "ddp_spawn"],
     "normalisation": ["imagenet", "backbone"], "intensity": ["dtype", "minmax"], "precision": ["32", "bf16"],
     "loss": ["dice", "dice_ce"], "label_pick": ["random", "even", "first"],
 }
@@ -51,6 +52,9 @@ _HELP = {
     "max_minutes": "stop training after this many minutes (the best weights so far are kept)",
     "label_budget": "train on N labelled slices of each training set, spread through the stack (see --label-pick)",
     "label_pick": "how a label budget picks: random (one per equal part, redrawn by --seed), even, or first",
+    "devices": "train on N devices (GPUs, or CPU processes) with DDP; --batch-size is the global batch",
+    "num_nodes": "machines in a multi-node DDP run (each with --devices devices)",
+    "strategy": "auto (DDP when there are several processes), ddp, or ddp_spawn",
     "cv_folds": "cross-validate: replace each training set's published split by K folds of its labelled slices",
     "cv_fold": "which fold (0 .. cv_folds - 1) this run trains without and is scored on",
     "lr": "learning rate (default: the head's own; the study uses 5e-5)",
@@ -102,6 +106,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--balance", action="store_true", default=None, help="sample the training sets equally")
     p.add_argument("--intensity-augment", action="store_true", default=None,
                    help="random contrast, noise and blur on pixels the model sees live (pixel heads, LoRA)")
+    p.add_argument("--grad-checkpointing", action="store_true", default=None,
+                   help="recompute a live backbone's activations in the backward pass (LoRA on large backbones)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key (repeatable)")
     p.add_argument("--out", help="run directory (default runs/<backbone>-<adapter>-<train>-s<seed>)")
@@ -136,6 +142,8 @@ def build_config(args: argparse.Namespace):
         data["balance"] = True
     if args.intensity_augment:
         data["intensity_augment"] = True
+    if args.grad_checkpointing:
+        data["grad_checkpointing"] = True
     for name, typ in _LISTS.items():
         if isinstance(data.get(name), str):
             try:
@@ -181,6 +189,8 @@ def run_train(args: argparse.Namespace) -> int:
         metrics = train_run(config, out, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt:
         raise Interrupted(interrupted_run(out)) from None
+    if not metrics:  # a DDP rank other than 0: rank 0 writes and prints the run
+        return 0
     r = metrics["run"]
     print(f"run {out}: {r['backbone']} {r['adapter']} + {r['head']}, trained on {'+'.join(r['train_sets'])}, "
           f"seed {r['seed']}, {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), "

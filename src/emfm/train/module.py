@@ -127,12 +127,14 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch, align_features=True)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True)
+        # sync_dist: under DDP each process logs the mean over all of them, so early stopping and the kept
+        # epoch are decided alike everywhere (a no-op on one process)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True, sync_dist=True)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

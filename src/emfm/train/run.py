@@ -189,6 +189,12 @@ def train_run(
     HEADS.get(config.head)  # an unknown head fails before anything is loaded
     data = load_stacks(config, progress=progress)
     plan = resolve(config, data, backbone)
+    from emfm.distributed import is_primary
+
+    if not is_primary():  # a DDP rank beside rank 0: it trains its share and leaves the run to rank 0
+        model = prepare(plan, data, progress=False)
+        fit(plan, data, model, progress=False)
+        return {}
     run_dir = rundir.prepare(out, config.to_yaml(), overwrite=overwrite, load=TrainConfig.from_dict)
     atomic_write_json(run_dir / "splits.json", data.splits_record())
     model = prepare(plan, data, progress=progress)
