@@ -111,3 +111,47 @@ def test_gradient_checkpointing_leaves_a_frozen_run_alone(tiny_backbone_dir):
     backbone = create_backbone(str(tiny_backbone_dir))
     assert enable_grad_checkpointing(SimpleNamespace(backbone=backbone, adapter=create_adapter("frozen", {}))) is False
     assert not backbone.model.is_gradient_checkpointing
+
+
+ENCODE = """
+import json, sys
+from emfm.backbones import create_backbone
+from emfm.data import load_split
+from emfm.features import FeatureCache, encode_stack
+stack = load_split(sys.argv[1], "train", progress=False)
+f = encode_stack(create_backbone(sys.argv[2]), stack, resolution=56, layers=[0], cache=FeatureCache(sys.argv[3]),
+                 progress=False)
+print(json.dumps({"computed": f.n_computed, "n": len(f.grids)}))
+"""
+
+
+def test_ranks_started_together_share_the_cache_and_build_the_one_a_single_process_builds(
+    tmp_path, tiny_backbone_dir, monkeypatch
+):
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    for var in RANK_VARS:
+        monkeypatch.delenv(var, raising=False)
+    data = write_folder_dataset(tmp_path / "d", n_train=9, n_test=1, shape=(56, 56), seed=2)
+
+    def start(cache: str, **env: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", ENCODE, data, str(tiny_backbone_dir), cache],
+                                stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+
+    ranks = [start(str(tmp_path / "shared"), RANK=str(r), WORLD_SIZE="2") for r in (0, 1)]
+    alone = start(str(tmp_path / "alone"))
+    shares = [json.loads(p.communicate(timeout=180)[0]) for p in ranks]
+    single = json.loads(alone.communicate(timeout=180)[0])
+    assert all(p.returncode == 0 for p in (*ranks, alone))
+    n = single["n"]
+    assert single["computed"] == n and sorted(s["computed"] for s in shares) == [n // 2, n - n // 2]
+    assert all(s["n"] == n for s in shares)  # each rank ends with every slice's features
+    files = sorted(p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("*.safetensors"))
+    assert len(files) == n and files == sorted(
+        p.relative_to(tmp_path / "shared") for p in (tmp_path / "shared").rglob("*.safetensors"))
+    for rel in files:
+        a, b = load_file(tmp_path / "alone" / rel), load_file(tmp_path / "shared" / rel)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -26,8 +26,8 @@ Pairing = Literal["by-number", "text-sorted", "study-compose"]
 PAIRINGS = ("by-number", "text-sorted", "study-compose")
 Normalisation = Literal["backbone", "imagenet"]
 NORMALISATIONS = ("imagenet", "backbone")
-Precision = Literal["32", "bf16"]
-PRECISIONS = ("32", "bf16")
+Precision = Literal["32", "bf16", "auto"]
+PRECISIONS = ("32", "bf16", "auto")  # as emfm.hardware.PRECISION_CHOICES
 Loss = Literal["dice", "dice_ce"]
 LOSSES = ("dice", "dice_ce")
 LabelPick = Literal["random", "even", "first"]
@@ -88,6 +88,12 @@ class TrainConfig(Settings):
     global batch, shared evenly by them, and the learning rate is not rescaled (:mod:`emfm.distributed`).
     ``grad_checkpointing`` recomputes a live backbone's activations in the backward pass (LoRA on large
     backbones: far less memory, about a third more time, the same gradients).
+    ``precision`` defaults to ``32`` (fp32), whose results are reproducible from machine to machine;
+    ``bf16`` is honoured only where the hardware has native bf16 (else fp32, with a warning) and ``auto``
+    takes bf16 or fp16 wherever it is native (:func:`emfm.hardware.resolve_precision`).
+    ``train_threads`` sets torch's intra-op threads while training; unset, training from cached features
+    with a head of tiny ops (linear, multilinear) takes one, where a pool of several spins longer than each
+    op lasts (``benchmarks/cached_training.py`` measures both), and anything else keeps torch's default.
     """
 
     backbone: str
@@ -127,6 +133,8 @@ class TrainConfig(Settings):
     num_nodes: int = 1
     strategy: str = "auto"
     grad_checkpointing: bool = False
+    # How fast, not what: left out of comparisons, and out of the saved config while unset (see to_dict).
+    train_threads: int | None = field(default=None, compare=False)
     data_root: str | None = None
     cache_dir: str | None = None
     max_train_slices: int | None = None
@@ -170,6 +178,8 @@ class TrainConfig(Settings):
 
         check_choice("strategy", self.strategy, STRATEGIES, "; auto is DDP on several devices")
         per_device_batch(self.batch_size, self.devices, self.num_nodes)
+        if self.train_threads is not None:
+            check_number("train_threads", self.train_threads, minimum=1, integer=True)
         if self.max_train_slices is not None:
             check_number("max_train_slices", self.max_train_slices, minimum=1, integer=True)
         if self.label_budget is not None:
@@ -279,6 +289,8 @@ class TrainConfig(Settings):
         d["align_settings"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.align_settings.items()}
         for key in ("layers", "augment"):
             d[key] = list(d[key]) if d[key] is not None else None
+        if d["train_threads"] is None:  # unset, it is not in the file: configs and study run ids stay as they were
+            del d["train_threads"]
         return d
 
     @classmethod

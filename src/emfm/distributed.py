@@ -67,3 +67,17 @@ def process_rank() -> int:
 def is_primary() -> bool:
     """Whether this process writes the run (rank 0)."""
     return process_rank() == 0
+
+
+def launcher_share() -> tuple[int, int]:
+    """(rank, world size) when a launcher started every process at once (torchrun: ``RANK`` and ``WORLD_SIZE``;
+    srun: ``SLURM_PROCID`` and ``SLURM_NTASKS``), else (0, 1).
+
+    Processes Lightning starts itself do not count: rank 0 runs alone until training begins (it fills the
+    feature cache by itself), and its later ranks find the cache full.
+    """
+    for rank_var, world_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        rank, world = os.environ.get(rank_var, ""), os.environ.get(world_var, "")
+        if rank.isdigit() and world.isdigit() and int(world) > 1:
+            return int(rank), int(world)
+    return 0, 1

@@ -47,6 +47,10 @@ class RunDirError(EmfmError, FileExistsError):
     """A run directory is missing what is needed, or holds a different run."""
 
 
+class CacheError(EmfmError, RuntimeError):
+    """The feature cache cannot give what a run needs (e.g. other ranks never wrote their share)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT), carrying what the interrupted command kept and how to go on.
 

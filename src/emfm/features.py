@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emfm._io import atomic_path
+from emfm.distributed import launcher_share
+from emfm.errors import CacheError, ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2
+#: Slices of one size, or tiles of one slice, per backbone call when encoding for the cache: one big call
+#: keeps a GPU busy where a slice or tile alone leaves it idle between launches, for a few slices' memory.
+ENCODE_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -192,9 +197,13 @@ def feature_spec(backbone: Backbone, preprocessing: Preprocessing, variant: str 
     )
 
 
-def encode_slice(backbone: Backbone, pixels: torch.Tensor, preprocessing: Preprocessing, layers: Sequence[int] = ()):
+def encode_slice(
+    backbone: Backbone, pixels: torch.Tensor, preprocessing: Preprocessing, layers: Sequence[int] = (),
+    batch_size: int = ENCODE_BATCH,
+):
     """Encode one preprocessed slice (3, H, W) as a batch of one: in one pass, or through overlapping
-    tiles (:func:`emfm.tiled.encode_tiled`) when the preprocessing is tiled and the slice exceeds a tile.
+    tiles (:func:`emfm.tiled.encode_tiled`, ``batch_size`` tiles per backbone call) when the preprocessing
+    is tiled and the slice exceeds a tile.
 
     The one encoding path of frozen caching, live (LoRA) evaluation and prediction.
     """
@@ -203,7 +212,7 @@ def encode_slice(backbone: Backbone, pixels: torch.Tensor, preprocessing: Prepro
         from emfm.tiled import encode_tiled
 
         return encode_tiled(backbone, pixels, tile=int(prep.tile or 0), overlap=int(prep.overlap or 0),
-                            layers=tuple(layers))
+                            layers=tuple(layers), batch_size=batch_size)
     return backbone.encode(pixels[None], layers=list(layers) or None)
 
 
@@ -217,6 +226,31 @@ def _load_cached(cache, keys, names) -> tuple[list, list[int]]:
         else:
             entries[i] = entry
     return entries, todo
+
+
+#: How long a rank waits for the other ranks' share of the cache (seconds; ``EMFM_CACHE_WAIT`` overrides).
+CACHE_WAIT = 3600.0
+
+
+def _wait_for_entries(cache, keys, names, indices: list[int], entries: list, what: str) -> None:
+    """Fill ``entries`` at ``indices`` from the cache as the other ranks write them, or fail after the wait."""
+    import os
+    import time
+
+    deadline = time.monotonic() + float(os.environ.get("EMFM_CACHE_WAIT", CACHE_WAIT))
+    left = list(indices)
+    while left:
+        for i in left:
+            entries[i] = cache.load(keys[i], names)
+        left = [i for i in left if entries[i] is None]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise CacheError(
+                f"{what}: {len(left)} slice(s) the other ranks were to encode never reached the feature cache "
+                f"{cache.root}; check that every rank runs and shares that folder (or set EMFM_CACHE_WAIT)"
+            )
+        time.sleep(0.5)
 
 
 def _batches(todo: Sequence[int], sizes: Sequence[tuple[int, int]], batch_size: int, tiled: bool):
@@ -239,7 +273,7 @@ def encode_stack(
     variant: str = "identity",
     layers: Sequence[int] = (),
     cache: FeatureCache | None = None,
-    batch_size: int = 1,
+    batch_size: int = ENCODE_BATCH,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     intensity: str = "dtype",
@@ -256,7 +290,8 @@ def encode_stack(
             :func:`emfm.transforms.geometric_variant`; cached separately.
         layers: intermediate block indices to keep besides the final grid (negative from the end).
         cache: where to read and write features; None computes everything.
-        batch_size: slices per backbone call (slices of one size are batched together).
+        batch_size: slices per backbone call (slices of one size are batched together); a tiled slice
+            goes alone, its tiles ``batch_size`` per call.
         progress: show a progress bar.
     """
     import torch
@@ -270,6 +305,8 @@ def encode_stack(
         m, s = (mean or backbone.mean), (std or backbone.std)
         preprocessing = Preprocessing(int(resolution), backbone.patch_size, m, s, intensity)  # type: ignore[arg-type]
     prep = preprocessing
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1 slice per backbone call, got {batch_size}")
     spec = feature_spec(backbone, prep, variant)
     wanted_layers = sorted({int(i) for i in layers})
     names = ["grid", "cls", *(f"layer_{j}" for j in wanted_layers)]
@@ -277,34 +314,51 @@ def encode_stack(
     sizes = [prep.network_size(img.shape) for img in images]
     keys = [spec.key(stack.image_digest(i)) for i in range(len(stack))]
     entries, todo = _load_cached(cache, keys, names)
+    # Started together by a launcher (srun, torchrun), the ranks share the encoding: each takes every
+    # world-th missing slice, writes it to the shared cache (atomically), then reads the others' entries.
+    rank, world = launcher_share() if cache is not None else (0, 1)
+    theirs = [i for i in todo if i % world != rank]
+    todo = [i for i in todo if i % world == rank]
     bar = tqdm(total=len(todo), desc=f"encoding {stack.dataset}/{stack.split}", disable=not progress or not todo)
     was_training = backbone.training
-    device = next(backbone.parameters()).device
     backbone.eval()
     with torch.inference_mode():
         for chunk in _batches(todo, sizes, batch_size, prep.tiled):
-            # Layers already cached for a slice are recomputed with the new ones, so an entry only
-            # ever grows and one backbone pass serves every request.
-            kept = set(wanted_layers)
-            if cache is not None:
-                for i in chunk:
-                    kept |= {int(n[6:]) for n in cache.names(keys[i]) if n.startswith("layer_")}
-            compute = sorted(kept)
-            pixels = torch.stack([prep.pixels(images[i], sizes[i]) for i in chunk]).to(device)
-            if len(chunk) == 1:
-                out = encode_slice(backbone, pixels[0], prep, compute)
-            else:
-                out = backbone.encode(pixels, layers=compute or None)
-            for b, i in enumerate(chunk):
-                entry = {"grid": out.patch_grid[b].float().cpu().clone(), "cls": out.cls[b].float().cpu().clone()}
-                entry.update({f"layer_{j}": out.layers[j][b].float().cpu().clone() for j in compute})
-                if cache is not None:
-                    cache.save(keys[i], entry)
-                entries[i] = {k: v for k, v in entry.items() if k in names}
+            _encode_chunk(backbone, chunk, images, sizes, prep, cache, keys, names, wanted_layers, entries, batch_size)
             bar.update(len(chunk))
     bar.close()
     backbone.train(was_training)
+    if theirs:
+        _wait_for_entries(cache, keys, names, theirs, entries, f"{stack.dataset}/{stack.split}")
     return _stack_features(stack, entries, wanted_layers, sizes, len(todo), backbone.embed_dim)
+
+
+def _encode_chunk(backbone, chunk, images, sizes, prep, cache, keys, names, wanted_layers, entries, batch_size) -> None:
+    """Encode the slices ``chunk`` (one size) in one backbone call, or one tiled slice tile batch by tile batch;
+    write each to the cache and fill its ``entries``.
+
+    Layers already cached for a slice are recomputed with the new ones, so an entry only ever grows and one
+    backbone pass serves every request.
+    """
+    import torch
+
+    kept = set(wanted_layers)
+    if cache is not None:
+        for i in chunk:
+            kept |= {int(n[6:]) for n in cache.names(keys[i]) if n.startswith("layer_")}
+    compute = sorted(kept)
+    device = next(backbone.parameters()).device
+    pixels = torch.stack([prep.pixels(images[i], sizes[i]) for i in chunk]).to(device)
+    if len(chunk) == 1:
+        out = encode_slice(backbone, pixels[0], prep, compute, batch_size=batch_size)
+    else:
+        out = backbone.encode(pixels, layers=compute or None)
+    for b, i in enumerate(chunk):
+        entry = {"grid": out.patch_grid[b].float().cpu().clone(), "cls": out.cls[b].float().cpu().clone()}
+        entry.update({f"layer_{j}": out.layers[j][b].float().cpu().clone() for j in compute})
+        if cache is not None:
+            cache.save(keys[i], entry)
+        entries[i] = {k: v for k, v in entry.items() if k in names}
 
 
 def _stack_features(stack, entries, wanted_layers, sizes, n_computed: int, dim: int) -> StackFeatures:

@@ -4,8 +4,13 @@ the analysis section, and skipping of complete runs."""
 from __future__ import annotations
 
 import csv
+import json
 
+from emfm import rundir
+from emfm.hardware import hardware_summary
 from emfm.study.config import StudyConfig
+from emfm.study.grid import expand_grid
+from emfm.study.report import write_report
 from emfm.study.runner import run_study
 
 
@@ -38,3 +43,26 @@ def test_study_writes_table_report_and_skips_complete_runs(tiny_backbone_dir, da
     assert "\\begin{tabular}" in tex and "$\\pm$" in tex
     again = run_study(study, out, on_run_done=done.append)
     assert again["ran"] == 0 and again["skipped"] == 6 and len(done) == 6
+
+
+def test_report_prints_a_hardware_line_per_machine_with_its_run_count(tmp_path):
+    """From the hardware each run's metrics.json recorded; no training needed, so the runs are written by hand."""
+    study = StudyConfig.from_dict({
+        "name": "hw", "backbones": ["dinov2-s"], "adapters": ["frozen"], "heads": ["linear"],
+        "train_sets": ["lucchi_pp"], "test_sets": ["lucchi_pp"], "seeds": [0, 1, 2, 3],
+    })
+    specs = expand_grid(study)
+    flags = {"avx2": True, "avx512f": True, "avx512_bf16": False, "amx_bf16": False, "amx_tile": False}
+    laptop = {"cpu": {"model": "Test CPU", "cores": 2, "flags": flags}, "torch": "2.0.0", "torch_threads": 2,
+              "kernels": {"blas": "mkl"}, "gpu": None}
+    server = {**laptop, "gpu": {"name": "A100", "count": 1, "capability": "8.0", "cuda": "12.4", "cudnn": 9,
+                                "bf16": True}}
+    for spec, hardware in zip(specs, (laptop, laptop, server, None)):  # the last run has not finished
+        if hardware:
+            spec.directory(tmp_path).mkdir(parents=True)
+            (spec.directory(tmp_path) / rundir.METRICS_NAME).write_text(json.dumps({"hardware": hardware}))
+    write_report(study, specs, [], {}, tmp_path)
+    software = (tmp_path / "report.md").read_text().split("## Software", 1)[1]
+    assert f"Hardware (2 runs): {hardware_summary(laptop)}" in software
+    assert f"Hardware (1 run): {hardware_summary(server)}" in software
+    assert software.count("Hardware (") == 2 and "A100" in hardware_summary(server)

@@ -14,6 +14,7 @@ from emfm.config import TrainConfig
 from emfm.data import load_split
 from emfm.errors import ConfigError, RunDirError, UnknownNameError
 from emfm.evaluate.run import evaluate_run
+from emfm.hardware import CPU_FLAGS, CPU_NO_BF16_NOTE, describe_hardware
 from emfm.models.checkpoint import load_checkpoint
 from emfm.train.run import train_run
 from emfm.transforms import image_to_tensor, resized_shape
@@ -54,6 +55,8 @@ def test_frozen_single_metrics_match_a_hand_computation(tiny_backbone_dir, datas
     assert m["trainable_params"]["adapter"] == 0 and m["trainable_params"]["head"] == 32 * 2 + 2 + 2 * 32
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test"][a]["fg_iou"] == m["test"][a]["fg_iou"] and len(saved["train"]) == 2
+    assert saved["run"]["precision"] == saved["run"]["precision_requested"] == "32"
+    assert saved["hardware"] == {**describe_hardware(), "torch_threads": saved["hardware"]["torch_threads"]}
     for name in ("config.yaml", "env.json", "splits.json", "checkpoint.safetensors", "curve.png", "examples.png"):
         assert (out / name).is_file(), name
     splits = json.loads((out / "splits.json").read_text())
@@ -138,9 +141,48 @@ def test_training_on_a_folder_without_test_part_and_testing_on_it_is_refused(tin
         train_run(config(tiny_backbone_dir, name, tmp_path), tmp_path / "x", progress=False)
 
 
-def test_bf16_autocast_trains_and_scores(tiny_backbone_dir, datasets, tmp_path):
+def machine(*flags: str) -> dict:
+    """This machine's hardware record with the CPU's flags replaced: exactly ``flags``, and no GPU."""
+    hw = describe_hardware()
+    hw["cpu"]["flags"] = {f: f in flags for f in CPU_FLAGS}
+    return {**hw, "gpu": None}
+
+
+@pytest.fixture()
+def on_cpu(monkeypatch):
+    """Train on a CPU of the test's choosing: ``on_cpu(*flags)`` fixes the flags precision is resolved from."""
+
+    def use(*flags: str) -> dict:
+        hw = machine(*flags)
+        monkeypatch.setattr("emfm.hardware.describe_hardware", lambda: hw)
+        monkeypatch.setattr("emfm.hardware.training_device", lambda: "cpu")
+        return hw
+
+    return use
+
+
+def test_bf16_autocast_trains_and_scores(tiny_backbone_dir, datasets, tmp_path, on_cpu):
     a, _ = datasets
+    on_cpu("avx2", "avx512f", "avx512_bf16")
     m = train_run(config(tiny_backbone_dir, a, tmp_path, precision="bf16", adapter="lora", lora_rank=2, epochs=1),
                   tmp_path / "bf16", progress=False)
-    assert m["run"]["precision"] == "bf16" and 0.0 <= m["test"][a]["fg_iou"] <= 1.0
+    assert m["run"]["precision"] == m["run"]["precision_requested"] == "bf16"
+    assert 0.0 <= m["test"][a]["fg_iou"] <= 1.0 and CPU_NO_BF16_NOTE not in m["warnings"]
     assert np.isfinite(m["train"][0]["train_loss"])
+
+
+def test_bf16_on_a_cpu_without_native_bf16_trains_in_fp32_with_the_note(
+    tiny_backbone_dir, datasets, tmp_path, on_cpu, caplog
+):
+    a, _ = datasets
+    hw = on_cpu("avx2", "avx512f")
+    out = tmp_path / "no-bf16"
+    m = train_run(config(tiny_backbone_dir, a, tmp_path, precision="bf16", epochs=1), out, progress=False)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["run"]["precision"] == "32" and saved["run"]["precision_requested"] == "bf16"
+    assert CPU_NO_BF16_NOTE in saved["warnings"] and saved["warnings"] == m["warnings"]
+    assert saved["hardware"]["cpu"]["flags"] == hw["cpu"]["flags"]
+    assert CPU_NO_BF16_NOTE in caplog.text
+    # trained in fp32: the same run asked for fp32 gives the same numbers
+    same = train_run(config(tiny_backbone_dir, a, tmp_path, epochs=1), tmp_path / "fp32", progress=False)
+    assert same["train"] == m["train"] and same["test"][a]["fg_iou"] == m["test"][a]["fg_iou"]

@@ -20,7 +20,7 @@ _FLAGS = {
 _LISTS = {"layers": int, "augment": str}
 _CHOICES = {
     "pairing": ["by-number", "text-sorted", "study-compose"], "strategy": ["auto", "ddp", "ddp_spawn"],
-    "normalisation": ["imagenet", "backbone"], "intensity": ["dtype", "minmax"], "precision": ["32", "bf16"],
+    "normalisation": ["imagenet", "backbone"], "intensity": ["dtype", "minmax"], "precision": ["32", "bf16", "auto"],
     "loss": ["dice", "dice_ce"], "label_pick": ["random", "even", "first"],
 }
 _HELP = {
@@ -58,6 +58,8 @@ _HELP = {
     "cv_folds": "cross-validate: replace each training set's published split by K folds of its labelled slices",
     "cv_fold": "which fold (0 .. cv_folds - 1) this run trains without and is scored on",
     "lr": "learning rate (default: the head's own; the study uses 5e-5)",
+    "precision": "32 (default, reproducible), bf16 where the hardware has it natively (else fp32, with a "
+                 "warning), or auto (bf16 or fp16 where native, else fp32)",
 }
 
 

@@ -102,10 +102,22 @@ class CropItems(Dataset):
             return group[int(rng.integers(len(group)))]
         return int(rng.integers(len(self.sources)))
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _draw(self, index: int) -> tuple[np.random.Generator, int, int, int]:
+        """Item ``index``'s generator (what is left of it serves the intensity change), source and window origin."""
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        src = self.sources[self._pick(rng, int(index))]
-        y0, x0 = crop_origin(src.mask.shape, self.crop, self.patch, rng)
+        k = self._pick(rng, int(index))
+        y0, x0 = crop_origin(self.sources[k].mask.shape, self.crop, self.patch, rng)
+        return rng, k, y0, x0
+
+    def window(self, index: int) -> tuple[int, int, int]:
+        """Item ``index`` as (source, top, left) without cutting it: the same draw as ``self[index]``, for
+        batches cut straight from a :class:`~emfm.train.bank.GridBank`."""
+        _, k, y0, x0 = self._draw(index)
+        return k, y0, x0
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng, k, y0, x0 = self._draw(index)
+        src = self.sources[k]
         y1, x1 = y0 + self.crop, x0 + self.crop
         item: dict[str, Any] = {"mask": src.mask[y0:y1, x0:x1], "source": src.dataset}
         if src.grids:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -111,7 +113,65 @@ def training_items(plan: Plan, data: RunData, model: Model, kind: str):
     return WholeItems(sources, preprocessing=plan.preprocessing, want_pixels=want_pixels)
 
 
-def make_loaders(plan: Plan, data: RunData, model: Model) -> tuple[Any, Any, bool]:
+def cache_only(plan: Plan, model: Model) -> bool:
+    """Whether training reads nothing but cached grids (a frozen backbone and a head without pixels): then
+    a run's batches can be cut from one bank of them (:mod:`emfm.train.bank`)."""
+    return bool(plan.adapter.uses_cached_features and model.features and not model.segmenter.needs_pixels)
+
+
+def training_threads(plan: Plan, model: Model) -> int | None:
+    """torch's intra-op threads for training: the config's ``train_threads``; else one for cache-only
+    training of a head whose steps are tiny ops (``Head.tiny_ops``: linear, multilinear), where each op
+    lasts less than waking a pool takes (``benchmarks/cached_training.py`` prints both side by side);
+    else None, torch's default."""
+    if plan.config.train_threads is not None:
+        return int(plan.config.train_threads)
+    if cache_only(plan, model) and getattr(model.segmenter.head, "tiny_ops", False):
+        return 1
+    return None
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` intra-op threads and put torch's setting back after it (None: leave it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _feature_swapper(model: Model, kind: str):
+    """An ``on_copy`` for :class:`~emfm.train.bank.GridBank`: where the run's ``kind`` features hold a grid the
+    bank has copied, they take the bank's row instead, so the copy they held is freed (one copy in memory)."""
+    holders: dict[int, list[tuple[list, int]]] = {}
+    for name, f in model.features.items():
+        if name.startswith(f"{kind}:"):
+            for grids in (f.grids, *f.layers.values()):
+                for i, t in enumerate(grids):
+                    holders.setdefault(id(t), []).append((grids, i))
+
+    def swap(old: list, new: list) -> None:
+        for t, row in zip(old, new):
+            for grids, i in holders.pop(id(t), ()):
+                grids[i] = row
+
+    return swap
+
+
+def make_loaders(plan: Plan, data: RunData, model: Model, *, packed: bool | None = None) -> tuple[Any, Any, bool]:
+    """The train and val loaders, and whether there is validation.
+
+    ``packed`` (default: whenever training is :func:`cache_only`) cuts batches from a
+    :class:`~emfm.train.bank.GridBank` and builds the val batches once; False keeps the item path (a dict per
+    item, stacked each step), which gives the same batches: tests and benchmarks compare the two.
+    """
     import torch
     from torch.utils.data import DataLoader
 
@@ -119,6 +179,17 @@ def make_loaders(plan: Plan, data: RunData, model: Model) -> tuple[Any, Any, boo
 
     cfg = plan.config
     train_items, val_items = training_items(plan, data, model, "train"), training_items(plan, data, model, "val")
+    packed = cache_only(plan, model) if packed is None else packed and cache_only(plan, model)
+    collate: Any = list_collate
+    if packed:
+        from emfm.train.bank import BankItems, GridBank
+
+        per_domain = bool(plan.alignment.per_domain_forward)
+        train_items = BankItems(train_items, GridBank(train_items.sources, on_copy=_feature_swapper(model, "train")),
+                                per_domain=per_domain)
+        val_items = BankItems(val_items, GridBank(val_items.sources, on_copy=_feature_swapper(model, "val")),
+                              per_domain=per_domain)
+        collate = train_items.collate
     crops = cfg.crop is not None  # crops draw their own sources (balanced, mixed or not) from their seed
     mixed = plan.alignment.mixed_batches and len(data.train) > 1
     # batch_size is the global batch: each of the DDP processes takes its share (emfm.distributed)
@@ -142,9 +213,14 @@ def make_loaders(plan: Plan, data: RunData, model: Model) -> tuple[Any, Any, boo
     gen = torch.Generator().manual_seed(cfg.seed)
     train_loader = DataLoader(
         train_items, batch_size=batch_size, shuffle=sampler is None and not crops, sampler=sampler,
-        collate_fn=list_collate, generator=gen,
+        collate_fn=collate, generator=gen,
     )
-    val_loader = DataLoader(val_items, batch_size=cfg.batch_size, collate_fn=list_collate)
+    if packed:  # validation: the same batches every epoch, packed once
+        from emfm.train.bank import prebuilt_loader
+
+        val_loader = prebuilt_loader(val_items, cfg.batch_size)
+    else:
+        val_loader = DataLoader(val_items, batch_size=cfg.batch_size, collate_fn=list_collate)
     return train_loader, val_loader, len(val_items) > 0
 
 
@@ -176,20 +252,31 @@ def _strategy(cfg: Any) -> Any:
     )
 
 
-def fit(plan: Plan, data: RunData, model: Model, *, progress: bool, on_epoch: EpochHook | None = None) -> Fitted:
+def fit(
+    plan: Plan, data: RunData, model: Model, *, progress: bool, on_epoch: EpochHook | None = None,
+    packed: bool | None = None,
+) -> Fitted:
     """Train the segmenter's trainable parameters (head, adapter) with Lightning; ``on_epoch`` hears of
-    each epoch as it starts (a study's progress line)."""
+    each epoch as it starts (a study's progress line). ``packed`` picks how batches are made
+    (:func:`make_loaders`) and :func:`training_threads` how many threads run them; neither changes the result."""
     import lightning as L
 
     from emfm.train.module import History, KeepBest, NewCropsEachEpoch, SegmentationModule
 
     cfg = plan.config
     started = time.perf_counter()
-    train_loader, val_loader, has_val = make_loaders(plan, data, model)
+    threads = training_threads(plan, model)
+    if threads is not None:
+        log.info("training on %d intra-op thread(s)", threads)
+    with torch_threads(threads):  # masks at network size and the bank's copies are small ops too
+        train_loader, val_loader, has_val = make_loaders(plan, data, model, packed=packed)
     if not has_val:
         log.warning("no validation slices: training runs all %d epochs and keeps the last weights", cfg.epochs)
     if cfg.grad_checkpointing:
         enable_grad_checkpointing(plan)
+    # The head trains in train mode (BatchNorm on batch statistics) whatever an earlier evaluation left it in:
+    # Lightning keeps each submodule's mode as it finds it, so a second fit of one model would otherwise differ.
+    model.segmenter.head.train()
     module = SegmentationModule(
         model.segmenter, lr=plan.lr, weight_decay=cfg.weight_decay, loss=cfg.loss, alignment=plan.alignment
     )
@@ -206,7 +293,7 @@ def fit(plan: Plan, data: RunData, model: Model, *, progress: bool, on_epoch: Ep
     trainer = L.Trainer(
         max_epochs=cfg.epochs, min_steps=cfg.min_steps or None, accelerator="auto", devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
-        precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
+        precision=plan.lightning_precision,
         gradient_clip_val=cfg.grad_clip or None, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         check_val_every_n_epoch=cfg.val_every,
@@ -217,7 +304,7 @@ def fit(plan: Plan, data: RunData, model: Model, *, progress: bool, on_epoch: Ep
     from emfm._memory import PeakMemory
     from emfm.train._lightning import lightning_guard
 
-    with PeakMemory() as peak, lightning_guard(cfg):
+    with PeakMemory() as peak, lightning_guard(cfg), torch_threads(threads):
         trainer.fit(module, train_loader, val_loader if has_val else None)
     # Lightning hands the module back on the CPU; the backbone (none for a from-scratch model) stayed put.
     device = next(plan.backbone.parameters(), next(model.segmenter.parameters())).device

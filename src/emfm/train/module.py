@@ -11,6 +11,7 @@ import torch
 
 from emfm.evaluate.metrics import dice_loss
 from emfm.models.segmenter import Segmenter
+from emfm.train.datasets import PackedBatch, PackedGroup, pack_items
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ class SegmentationModule(L.LightningModule):
     """Trains a :class:`Segmenter` from cached grids (frozen backbones) or from pixels (live encoding).
 
     Batches are lists of items (see ``emfm.train.crops``): each has a ``mask`` and ``grids`` (cached
-    token grids, one per layer the head reads) and/or ``pixels``; items of one size run together.
+    token grids, one per layer the head reads) and/or ``pixels``; items of one size run together. Or
+    they come already stacked in those groups (:class:`~emfm.train.datasets.PackedBatch`, cache-only training).
     Only parameters with ``requires_grad`` go to the optimiser: the head, plus any adapter's.
     """
 
@@ -34,33 +36,50 @@ class SegmentationModule(L.LightningModule):
         self.alignment = alignment  # an emfm.align.Alignment, or None for plain training
         self._captured: list[torch.Tensor] | None = None  # head features of the groups run so far
 
-    def _logits(self, items: list[dict], size) -> torch.Tensor:
-        pixels = torch.stack([it["pixels"] for it in items]).to(self.device) if "pixels" in items[0] else None
-        if "grids" in items[0]:
-            grids = [
-                torch.stack([it["grids"][j] for it in items]).to(self.device) for j in range(len(items[0]["grids"]))
-            ]
-            return self.segmenter.head_logits(grids, pixels, size)
-        return self.segmenter(pixels)
+    @property
+    def per_domain(self) -> bool:
+        """Whether the head sees one training set at a time (the alignment normalises each on its own)."""
+        return self.alignment is not None and self.alignment.per_domain_forward
 
-    def _logits_and_targets(self, batch: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+    def _logits(self, group: PackedGroup) -> torch.Tensor:
+        if group.grids:
+            return self.segmenter.head_logits(group.grids, group.pixels, group.size)
+        return self.segmenter(group.pixels)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """A packed batch moves its few stacked tensors itself: Lightning's generic walk over a dataclass
+        copies it field by field on every step, which costs more than the head's work on cached grids."""
+        if isinstance(batch, PackedBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def _logits_and_targets(
+        self, batch: list[dict] | PackedBatch
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
         """Logits, targets and training-set index per group of items that run together: one group per
-        size, and per training set when the alignment normalises each set on its own."""
-        per_domain = self.alignment is not None and self.alignment.per_domain_forward
-        groups: dict[tuple[int, ...], list[dict]] = {}
-        for item in batch:
-            key = (*item["mask"].shape, item.get("source", 0) if per_domain else 0)
-            groups.setdefault(key, []).append(item)
+        size, and per training set when the alignment normalises each set on its own.
+
+        ``batch`` is a list of items (stacked here) or a :class:`PackedBatch` stacked beforehand
+        (cache-only training, :mod:`emfm.train.bank`); both run the same groups in the same order.
+        """
+        per_domain = self.per_domain
+        if isinstance(batch, PackedBatch):
+            if batch.per_domain != per_domain:
+                raise ValueError(f"a batch packed with per_domain={batch.per_domain} for a module that runs "
+                                 f"per_domain={per_domain}: its groups would mix training sets or split them")
+            packed = batch
+        else:
+            packed = pack_items(batch, per_domain=per_domain)
         logits, targets, sources = [], [], []
         self._item_sources: list[list[int]] = []
-        for key, items in groups.items():
-            y = torch.stack([it["mask"] for it in items]).to(self.device)
+        for group in packed.groups:
+            group = group.to(self.device)
             if per_domain:
-                self.alignment.set_domain(self.segmenter.head, key[-1])
-            logits.append(self._logits(items, key[:-1]))
-            targets.append(y)
-            sources.append(key[-1])
-            self._item_sources.append([int(it.get("source", 0)) for it in items])
+                self.alignment.set_domain(self.segmenter.head, group.domain)
+            logits.append(self._logits(group))
+            targets.append(group.masks)
+            sources.append(group.domain)
+            self._item_sources.append(group.sources)
         if per_domain:
             self.alignment.set_domain(self.segmenter.head, None)
         return logits, targets, sources
@@ -101,7 +120,7 @@ class SegmentationModule(L.LightningModule):
             value = value + ce / sum(y.numel() for y in targets)
         return value
 
-    def loss(self, batch: list[dict], *, align_features: bool = False) -> torch.Tensor:
+    def loss(self, batch: list[dict] | PackedBatch, *, align_features: bool = False) -> torch.Tensor:
         """The segmentation loss; plus the alignment's feature term when ``align_features`` (training)."""
         if align_features and self.alignment is not None and self.alignment.needs_features:
             with self._capturing_features():
@@ -114,7 +133,7 @@ class SegmentationModule(L.LightningModule):
             return value
         return self._segmentation_loss(batch)
 
-    def _segmentation_loss(self, batch: list[dict]) -> torch.Tensor:
+    def _segmentation_loss(self, batch: list[dict] | PackedBatch) -> torch.Tensor:
         logits, targets, sources = self._logits_and_targets(batch)
         if self.alignment is None or not self.alignment.per_set_loss:
             return self._loss_of(logits, targets)
@@ -125,14 +144,14 @@ class SegmentationModule(L.LightningModule):
             counts[k] = sum(targets[i].numel() for i in mine)
         return self.alignment.combine(losses, counts)
 
-    def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: list[dict] | PackedBatch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch, align_features=True)
         # sync_dist: under DDP each process logs the mean over all of them, so early stopping and the kept
         # epoch are decided alike everywhere (a no-op on one process)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True, sync_dist=True)
         return loss
 
-    def validation_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch: list[dict] | PackedBatch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
         self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True, sync_dist=True)
         return loss

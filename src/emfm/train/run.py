@@ -39,7 +39,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 @dataclass
 class Plan:
     """A resolved run: config, its adapter, the backbone, the preprocessing every slice gets, the
-    blocks the head reads (0-based, the last one is the final grid) and the learning rate."""
+    blocks the head reads (0-based, the last one is the final grid), the learning rate, and the precision
+    training runs in (the config's, as this machine honours it: :func:`emfm.hardware.resolve_precision`)."""
 
     config: TrainConfig
     adapter: Any
@@ -49,6 +50,15 @@ class Plan:
     lr: float
     alignment: Any = None
     align_state: dict[str, Any] = field(default_factory=dict)
+    precision: str = "32"
+    precision_note: str | None = None  # why the config's precision was not honoured, if it was not
+
+    @property
+    def lightning_precision(self) -> str:
+        """Lightning's name for :attr:`precision` (``32-true``, ``bf16-mixed``, ``16-mixed``)."""
+        from emfm.hardware import LIGHTNING_PRECISION
+
+        return LIGHTNING_PRECISION[self.precision]
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -80,6 +90,7 @@ def run_preprocessing(config: TrainConfig, backbone) -> Preprocessing:
 def resolve(config: TrainConfig, data: RunData, backbone=None) -> Plan:
     """Build the adapter and the backbone, fix the preprocessing, layers and learning rate, and check
     that every slice's size and the crop fit."""
+    from emfm.hardware import resolve_precision, training_device
     from emfm.models.heads import head_default_lr, head_layers
     from emfm.models.segmenter import resolve_layers
 
@@ -96,7 +107,11 @@ def resolve(config: TrainConfig, data: RunData, backbone=None) -> Plan:
         raise ConfigError(f"crop {config.crop} is not a multiple of the patch size {prep.patch_size}")
     layers = resolve_layers(config.layers or head_layers(config.head, backbone.num_layers), backbone.num_layers)
     lr = config.lr if config.lr is not None else head_default_lr(config.head)
-    return Plan(config, adapter, backbone, prep, layers, lr, config.make_alignment(), data.align_state)
+    precision, note = resolve_precision(config.precision, training_device())
+    if note:
+        log.warning(note)
+    return Plan(config, adapter, backbone, prep, layers, lr, config.make_alignment(), data.align_state,
+                precision=precision, precision_note=note)
 
 
 @dataclass
@@ -245,7 +260,9 @@ def plot_curve(plan: Plan, fitted, run_dir: Path) -> None:
 def summarise(
     plan: Plan, data: RunData, model: Model, fitted, evaluation: dict[str, Any], started: float
 ) -> dict[str, Any]:
-    """metrics.json: the run's identity, the evaluation, the training curve, sizes and times."""
+    """metrics.json: the run's identity, the evaluation, the training curve, sizes, times and the hardware."""
+    from emfm.hardware import describe_hardware
+
     cfg, backbone = plan.config, plan.backbone
     total = model.head_params + model.adapter_params
     return {
@@ -255,14 +272,17 @@ def summarise(
             "train_sets": list(cfg.train), "test_sets": list(cfg.test), "seed": cfg.seed,
             "resolution": cfg.resolution, "scale": cfg.scale, "layers": list(plan.layers), "crop": cfg.crop,
             "augment": list(plan.variants), "lr": plan.lr, "pairing": cfg.pairing, "balance": cfg.balance,
-            "precision": cfg.precision, "label_budget": cfg.label_budget, "label_pick": cfg.label_pick,
+            # the precision training ran in, and the one the config asked for (bf16 is honoured only where native)
+            "precision": plan.precision, "precision_requested": cfg.precision,
+            "label_budget": cfg.label_budget, "label_pick": cfg.label_pick,
+            "cv_folds": cfg.cv_folds, "cv_fold": cfg.cv_fold if cfg.cv_folds else None,
             "align": plan.alignment.name, "align_settings": plan.alignment.settings_dict(),
             "from_scratch": backbone.family == "scratch",
             # LoRA's layout (fused-qkv, the study's, or separate), None for other adapters: a report row says it
             "lora_layout": plan.adapter.settings_dict().get("layout") if plan.adapter.name == "lora" else None,
         },
         "train_slices": {name: len(tr) for name, (tr, _) in data.train.items()},
-        "warnings": fitted.warnings,
+        "warnings": [*([plan.precision_note] if plan.precision_note else []), *fitted.warnings],
         "val_foreground_predicted": fitted.val_foreground,
         **evaluation,
         "train": fitted.history,
@@ -275,4 +295,5 @@ def summarise(
         "train_seconds": round(fitted.seconds, 2),
         "train_memory": fitted.memory,
         "wall_seconds": round(time.perf_counter() - started, 2),
+        "hardware": describe_hardware(),
     }

@@ -1,0 +1,125 @@
+"""How near the hardware's peak does emfm encode? The fp32 matmul peak of this machine, then emfm's own encode
+path (preprocessing, tiling, stitching included) for every shape emfm uses, in GFLOP/s of the model's FLOPs.
+
+- The peak: the best of square fp32 matmuls of a few sizes (``torch.mm``), 2 n^3 FLOPs each; bf16 too where
+  the CPU has native bf16 (AVX512-BF16 or AMX, :mod:`emfm.hardware`), since a bf16 matmul on an AVX2-only CPU
+  runs through a scalar fallback and says nothing about a peak.
+- The model's FLOPs: counted once per shape by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
+  convolutions and fused attention), so the figure is the arithmetic the model needs, not what a kernel did.
+- The shapes: a Lucchi++ slice resized to 518 px (378 x 518), a batch of 518 px tiles of a native-scale slice
+  (emfm's tiled path, ``ENCODE_BATCH`` tiles per backbone call) and the slice at 1022 px (756 x 1022), each
+  through :func:`emfm.features.encode_slice` in inference mode; median of ``--repeats`` after a warm-up.
+
+The last line is ``encode: <GFLOP/s> = <ratio> of the matmul peak`` for the slowest shape (the figure every
+shape reaches). Measure on an idle machine: another process on the same cores halves either number.
+
+    python benchmarks/encode.py [--repeats 3] [--threads 2]
+
+Uses ../shared/weights/dinov2-vits14-imgfocus and the first Lucchi++ test slice when present, else a tiny
+RANDOM backbone on a synthetic slice (and says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from emfm.features import ENCODE_BATCH, encode_slice
+from emfm.hardware import cpu_native_bf16, describe_hardware, hardware_summary
+from emfm.tiled import plan_tiles
+from emfm.transforms import Preprocessing
+
+ROOT = Path(__file__).resolve().parents[1]
+MATMUL_SIZES = (1024, 2048, 3072)
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: first-call allocations and kernel selection
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_peak(dtype: torch.dtype, repeats: int) -> tuple[float, int]:
+    """The best GFLOP/s of square ``dtype`` matmuls over :data:`MATMUL_SIZES`, and the size that gave it."""
+    best = (0.0, 0)
+    gen = torch.Generator().manual_seed(0)
+    for n in MATMUL_SIZES:
+        a, b = (torch.randn(n, n, generator=gen).to(dtype) for _ in range(2))
+        seconds = timed(lambda a=a, b=b: torch.mm(a, b), repeats)
+        best = max(best, (2 * n**3 / seconds / 1e9, n))
+    return best
+
+
+def model_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def main() -> None:
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tiled_encode import load_inputs  # the real backbone and a Lucchi++ slice, or a tiny random stand-in
+
+    backbone, image, what = load_inputs()
+    hardware = describe_hardware()
+    print(f"{what}\n{hardware_summary(hardware)}\n")
+
+    peak, n = matmul_peak(torch.float32, args.repeats)
+    print(f"fp32 matmul peak: {peak:7.1f} GFLOP/s (square {n})")
+    if cpu_native_bf16(hardware):
+        bf16, n16 = matmul_peak(torch.bfloat16, args.repeats)
+        print(f"bf16 matmul peak: {bf16:7.1f} GFLOP/s (square {n16}; native bf16)")
+    else:
+        print("bf16 matmul peak: not measured (no native bf16 on this CPU: emfm trains and encodes in fp32 here)")
+
+    p = backbone.patch_size
+    shapes = {
+        "slice at 518 px": (Preprocessing(518, p), 1),
+        f"tiles of 518 px, native scale, {ENCODE_BATCH} a call": (
+            Preprocessing(1022, p, scale=1.0, tile=518, overlap=70), ENCODE_BATCH),
+        "slice at 1022 px": (Preprocessing(1022, p), 1),
+    }
+    ratios = []
+    print()
+    for label, (prep, batch) in shapes.items():
+        pixels = prep.pixels(image)
+        shape = tuple(pixels.shape[-2:])
+        if prep.tile:
+            layout = plan_tiles(*shape, tile=prep.tile, overlap=prep.overlap, patch=p)
+            shape_text = f"{shape[0]} x {shape[1]} in {len(layout)} tiles"
+        else:
+            shape_text = f"{shape[0]} x {shape[1]}"
+
+        def encode(pixels=pixels, prep=prep, batch=batch):
+            return encode_slice(backbone, pixels, prep, batch_size=batch)
+
+        with torch.inference_mode():
+            flops = model_flops(encode)
+            seconds = timed(encode, args.repeats)
+        rate = flops / seconds / 1e9
+        ratios.append((rate, rate / peak))
+        print(f"{label:38s} {shape_text:24s} {flops / 1e9:7.1f} GFLOP  {seconds:6.2f} s  {rate:7.1f} GFLOP/s  "
+              f"{rate / peak:.2f} of peak")
+    rate, ratio = min(ratios)
+    print(f"\nencode: {rate:.1f} GFLOP/s = {ratio:.2f} of the matmul peak")
+
+
+if __name__ == "__main__":
+    main()
