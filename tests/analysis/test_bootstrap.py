@@ -73,3 +73,69 @@ def test_errors():
         bootstrap_interval(fd, x, x, level=95)
     with pytest.raises(ConfigError, match="at least 2 replicates"):
         bootstrap_interval(fd, x, x, n_boot=1)
+
+
+def mean_gap(x, y):
+    return float(x.mean() - y.mean())
+
+
+def test_the_record_names_the_moving_blocks_and_their_lengths():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(27, 2)), rng.normal(size=(8, 2))
+    ci = bootstrap_interval(mean_gap, x, y, n_boot=10)
+    assert ci["block_length"] == [3, 2]  # ceil(27^(1/3)), ceil(8^(1/3))
+    assert all(type(length) is int for length in ci["block_length"])
+    assert "moving-block" in ci["method"] and "blocks of 3 and 2 adjacent images" in ci["method"]
+    same = bootstrap_interval(mean_gap, x, y, n_boot=10, block_length=4)
+    assert same["block_length"] == [4, 4] and "blocks of 4 adjacent images" in same["method"]
+    assert bootstrap_interval(mean_gap, x, y, n_boot=10, block_length=10)["block_length"] == [10, 8]
+
+
+def test_replicates_are_made_of_blocks_of_adjacent_units():
+    seen = []
+
+    def record(x, y):
+        seen.append((x[:, 0].copy(), y[:, 0].copy()))
+        return 0.0
+
+    x, y = np.arange(10.0)[:, None], np.arange(7.0)[:, None]
+    bootstrap_interval(record, x, y, n_boot=30, block_length=3, estimate=0.0)
+    assert len(seen) == 30
+    for xs, ys in seen:
+        for units, n in ((xs, 10), (ys, 7)):
+            assert len(units) == n
+            for first in range(0, n, 3):
+                block = units[first:first + 3]
+                assert 0 <= block[0] <= n - 3
+                np.testing.assert_array_equal(block, block[0] + np.arange(len(block)))
+
+
+@pytest.mark.parametrize("method", ["percentile", "basic", "BCa"])
+def test_blocks_as_long_as_each_set_collapse_the_interval_to_the_estimate(method):
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(6, 3, 2)), rng.normal(size=(5, 3, 2)) + 1
+    estimate = float(x.reshape(-1, 2).mean() - y.reshape(-1, 2).mean())
+    ci = bootstrap_interval(mean_gap, x, y, n_boot=20, block_length=6, method=method)
+    assert ci["block_length"] == [6, 5]
+    assert ci["low"] == pytest.approx(estimate, abs=1e-12) and ci["high"] == pytest.approx(estimate, abs=1e-12)
+    assert ci["std"] == pytest.approx(0.0, abs=1e-12) and ci["bias"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_basic_interval_is_the_percentile_interval_reflected_about_the_estimate():
+    rng = np.random.default_rng(7)
+    x, y = rng.exponential(size=(12, 2)), rng.normal(size=(9, 2))
+    estimate = float(x.mean() - y.mean())
+    percentile = bootstrap_interval(mean_gap, x, y, n_boot=50, seed=2, block_length=2)
+    basic = bootstrap_interval(mean_gap, x, y, n_boot=50, seed=2, block_length=2, method="basic")
+    assert percentile["low"] < estimate < percentile["high"]
+    assert basic["low"] == pytest.approx(2 * estimate - percentile["high"], abs=1e-12)
+    assert basic["high"] == pytest.approx(2 * estimate - percentile["low"], abs=1e-12)
+    assert basic["method"].startswith("basic moving-block") and percentile["method"].startswith("percentile")
+
+
+def test_bootstrap_interval_rejects_a_bad_block_length_and_method():
+    x = np.zeros((5, 2))
+    with pytest.raises(ConfigError, match="block_length"):
+        bootstrap_interval(mean_gap, x, x, n_boot=5, block_length=0)
+    with pytest.raises(ConfigError, match="unknown bootstrap method"):
+        bootstrap_interval(mean_gap, x, x, n_boot=5, method="studentized")

@@ -52,3 +52,33 @@ def test_dice_loss_over_parts_equals_one_batch():
     whole = dice_loss(lg, tg)
     parts = dice_loss([lg[:1], lg[1:]], [tg[:1], tg[1:]])
     assert parts.item() == pytest.approx(whole.item(), abs=1e-6)
+
+
+def test_per_slice_counts_and_empty_slices_are_kept_in_slice_order():
+    p1, t1 = np.array([[1, 1], [1, 1]]), np.array([[1, 1], [0, 0]])  # I=2, U=4
+    empty = np.zeros((2, 2))
+    p3, t3 = np.array([[1, 0], [0, 0]]), np.array([[1, 1], [1, 0]])  # I=1, U=3
+    c = pooled_scores([p1, empty, p3], [t1, empty, t3])
+    assert c.slice_counts == [(2, 4), (0, 0), (1, 3)]
+    assert c.columns() == ([2, 0, 1], [4, 0, 3])
+    assert c.empty_slices == 1 and c.per_slice[1] is None
+    merged = c.merge(pooled_scores([empty], [empty]))
+    assert merged.empty_slices == 2 and merged.slice_counts[-1] == (0, 0)
+
+
+def test_a_stack_summary_has_its_slice_interval_and_counts():
+    from emfm.evaluate.evaluate import StackResult, slice_interval, summarise
+
+    rng = np.random.default_rng(0)
+    trues = [rng.random((8, 8)) > 0.6 for _ in range(12)]
+    preds = [t ^ (rng.random((8, 8)) > 0.85) for t in trues]
+    native = pooled_scores(preds, trues)
+    out = summarise({"a": StackResult(native, native, []), "b": StackResult(native, native, [])},
+                    {"a": [str(i) for i in range(12)], "b": [str(i) for i in range(12)]})
+    a = out["test"]["a"]
+    assert a["empty_slices"] == 0 and [s["union"] for s in a["per_slice"]] == native.columns()[1]
+    low, high = a["fg_iou_interval"]["low"], a["fg_iou_interval"]["high"]
+    assert low < a["fg_iou"] < high and "block bootstrap" in a["fg_iou_interval"]["method"]
+    assert a["fg_iou_interval"]["block_length"] == 3  # ceil(12 ** (1/3))
+    assert a["fg_iou_interval"] == slice_interval([native])  # seeded: the same counts, the same interval
+    assert out["test_pooled"]["fg_iou_interval"]["block_length"] == [3, 3]  # blocks within each set

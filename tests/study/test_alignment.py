@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from scipy import stats
 
-from emfm.study.alignment import SINGLE, UNSEEN, alignment_points, alignment_text, method_of, t_interval
+from emfm.stats import t_interval
+from emfm.study.alignment import SINGLE, UNSEEN, alignment_points, alignment_text, method_of
 
 
 def row(train, test, seed, iou, align="none", fd=None, auc=None):

@@ -32,14 +32,27 @@ class StackResult:
     def summary(self, ids: Sequence[str]) -> dict:
         return {
             "fg_iou": self.native.fg_iou,
+            "fg_iou_interval": slice_interval([self.native]),
             "dice": self.native.dice,
             "n_slices": len(ids),
+            "empty_slices": self.native.empty_slices,
             "fg_iou_resized": self.resized.fg_iou,
             "dice_resized": self.resized.dice,
             "per_slice": [
-                {"id": sid, "fg_iou": v} for sid, v in zip(ids, self.native.per_slice)
+                {"id": sid, "fg_iou": v, "intersection": inter, "union": union}
+                for sid, v, (inter, union) in zip(ids, self.native.per_slice, self.native.slice_counts)
             ],
         }
+
+
+def slice_interval(stacks: Sequence[PooledCounts]) -> dict | None:
+    """95% interval of the pooled foreground IoU over the slices: a moving-block bootstrap of each stack's
+    slices in slice order (neighbouring slices are correlated), stratified by stack, seeded, so the same
+    counts always give the same interval (:func:`emfm.stats.pooled_ratio_interval`). It says how much the
+    number would move with other slices like these, not with another seed."""
+    from emfm.stats import pooled_ratio_interval
+
+    return pooled_ratio_interval([s.columns() for s in stacks])
 
 
 def evaluate_stack(
@@ -79,8 +92,10 @@ def summarise(results: Mapping[str, StackResult], ids: Mapping[str, Sequence[str
             native, resized = native.merge(r.native), resized.merge(r.resized)
         out["test_pooled"] = {
             "fg_iou": native.fg_iou,
+            "fg_iou_interval": slice_interval([r.native for r in results.values()]),  # blocks within each set
             "dice": native.dice,
             "n_slices": sum(len(v) for v in ids.values()),
+            "empty_slices": native.empty_slices,
             "fg_iou_resized": resized.fg_iou,
             "datasets": list(results),
         }

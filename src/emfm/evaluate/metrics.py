@@ -22,13 +22,15 @@ from emfm.errors import DataError
 
 @dataclass
 class PooledCounts:
-    """Running pixel counts for pooled IoU / Dice, plus per-slice IoU."""
+    """Running pixel counts for pooled IoU / Dice, plus each slice's IoU and its (intersection, union) counts,
+    in slice order: what a block bootstrap over slices resamples (:func:`emfm.stats.pooled_ratio_interval`)."""
 
     intersection: int = 0
     union: int = 0
     pred: int = 0
     true: int = 0
     per_slice: list[float | None] = field(default_factory=list)
+    slice_counts: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, pred: np.ndarray, true: np.ndarray) -> None:
         """Add one slice; ``pred`` and ``true`` are boolean (or 0/1) arrays of the same shape."""
@@ -46,6 +48,7 @@ class PooledCounts:
         self.true += int(np.count_nonzero(t))
         # A slice with no foreground in truth or prediction has no defined IoU; it is recorded as None.
         self.per_slice.append(inter / union if union else None)
+        self.slice_counts.append((inter, union))
 
     def merge(self, other: PooledCounts) -> PooledCounts:
         return PooledCounts(
@@ -54,7 +57,18 @@ class PooledCounts:
             self.pred + other.pred,
             self.true + other.true,
             self.per_slice + other.per_slice,
+            self.slice_counts + other.slice_counts,
         )
+
+    @property
+    def empty_slices(self) -> int:
+        """Slices with no foreground in truth or prediction: no IoU of their own (None in ``per_slice``). They
+        add nothing to the pooled IoU, and are counted so that no mean of per-slice IoUs drops them unseen."""
+        return sum(1 for _, union in self.slice_counts if union == 0)
+
+    def columns(self) -> tuple[list[int], list[int]]:
+        """(per-slice intersections, per-slice unions), in slice order."""
+        return [i for i, _ in self.slice_counts], [u for _, u in self.slice_counts]
 
     @property
     def fg_iou(self) -> float:

@@ -18,8 +18,10 @@ COLUMNS = [
     "pairing", "balance", "ablation", "fg_iou", "dice", "fg_iou_resized", "n_slices", "epochs_run",
     "best_epoch", "trainable_params", "wall_seconds", "label_budget", "train_slices", "train_seconds",
     "peak_memory_mb", "align", "feature_frechet", "feature_probe_auc", "lora_layout", "adapter_params",
-    "cv_folds", "cv_fold",
+    "cv_folds", "cv_fold", "fg_iou_low", "fg_iou_high", "interval", "empty_slices",
 ]
+#: How ``fg_iou_low`` / ``fg_iou_high`` of a run's row were computed (the ``interval`` column).
+SLICE_INTERVAL = "95% block bootstrap over slices"
 CELL = (
     "backbone", "adapter", "lora_layout", "head", "resolution", "train_sets", "pairing", "balance", "ablation",
     "label_budget", "align", "test_set",
@@ -78,9 +80,52 @@ def rows_for(spec: RunSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "feature_frechet": frechet, "feature_probe_auc": probe_auc,
             "lora_layout": _lora_layout(run), "adapter_params": metrics["trainable_params"].get("adapter"),
             # the published split: empty; else fold cv_fold (0-based) of cv_folds
-            "cv_folds": spec.config.cv_folds or "", "cv_fold": spec.config.cv_fold if spec.config.cv_folds else "",
+            **_fold(spec, run),
+            **_slice_interval(m),
+            "empty_slices": m.get("empty_slices", _empty_slices(m)),
+            # per-slice (intersections, unions) per stack, for paired bootstraps (emfm.study.comparisons); not a column
+            "_slice_counts": _slice_counts(m, metrics, test_set),
         })
     return rows
+
+
+def _stack_counts(m: dict[str, Any]) -> tuple[list[int], list[int]] | None:
+    """A test set's per-slice (intersections, unions), or None for runs from before they were recorded."""
+    per_slice = m.get("per_slice") or []
+    if not per_slice or any("union" not in s for s in per_slice):
+        return None
+    return [int(s["intersection"]) for s in per_slice], [int(s["union"]) for s in per_slice]
+
+
+def _slice_counts(m: dict[str, Any], metrics: dict[str, Any], test_set: str) -> list | None:
+    """Per-slice counts of each stack behind a row: one stack, or each of the pooled ones."""
+    if test_set != "pooled":
+        counts = _stack_counts(m)
+        return [counts] if counts else None
+    stacks = [_stack_counts(metrics["test"][name]) for name in m.get("datasets", metrics["test"])]
+    return stacks if stacks and all(stacks) else None
+
+
+def _slice_interval(m: dict[str, Any]) -> dict[str, Any]:
+    """The run's 95% interval of a test set's IoU over its slices, as evaluation recorded it."""
+    interval = m.get("fg_iou_interval")
+    if not interval:
+        return {"fg_iou_low": None, "fg_iou_high": None, "interval": ""}
+    return {"fg_iou_low": interval["low"], "fg_iou_high": interval["high"], "interval": SLICE_INTERVAL}
+
+
+def _empty_slices(m: dict[str, Any]) -> int | None:
+    """Slices without foreground in truth or prediction (IoU undefined), counted from per-slice IoUs."""
+    per_slice = m.get("per_slice")
+    return sum(1 for s in per_slice if s.get("fg_iou") is None) if per_slice else None
+
+
+def _fold(spec: RunSpec, run: dict[str, Any]) -> dict[str, Any]:
+    """The run's cross-validation fold: as its metrics record it, else (runs from before they did) as its
+    spec's config says; empty for the published split."""
+    folds = run.get("cv_folds") if "cv_folds" in run else getattr(spec.config, "cv_folds", None)
+    fold = run.get("cv_fold") if "cv_fold" in run else getattr(spec.config, "cv_fold", 0)
+    return {"cv_folds": folds or "", "cv_fold": fold if folds else ""}
 
 
 def collect_rows(specs: Sequence[RunSpec], study_dir: str | Path) -> list[dict[str, Any]]:
@@ -105,19 +150,28 @@ def write_results(specs: Sequence[RunSpec], study_dir: str | Path) -> list[dict[
 
 
 def summarise_cells(rows: Sequence[dict[str, Any]], metric: str = "fg_iou") -> list[dict[str, Any]]:
-    """Mean, sample standard deviation and count over seeds for each cell of the grid."""
+    """Mean, sample standard deviation, 95% t interval (None for one seed) and count over seeds for each cell
+    of the grid; with one seed, ``slice_interval`` is that run's interval over its slices (or None)."""
+    from emfm.stats import t_interval
+
+    slice_intervals: dict[tuple, tuple[float, float] | None] = {}
     cells: dict[tuple, list[float]] = {}
     for row in rows:
         value = row.get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        cells.setdefault(tuple(row[k] for k in CELL), []).append(float(value))
+        key = tuple(row[k] for k in CELL)
+        cells.setdefault(key, []).append(float(value))
+        low, high = row.get("fg_iou_low"), row.get("fg_iou_high")
+        slice_intervals[key] = (float(low), float(high)) if metric == "fg_iou" and low not in (None, "") else None
     out = []
     for key, values in cells.items():
         out.append({
             **dict(zip(CELL, key)),
             "mean": statistics.fmean(values),
             "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "interval": t_interval(values),
+            "slice_interval": slice_intervals[key] if len(values) == 1 else None,
             "n": len(values),
             "values": values,
         })

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emfm._plotting import new_figure, save_figure
+from emfm.stats import t_interval
 
 SINGLE = "single set (trained on this set only)"
 UNSEEN = "other set only (this set unseen)"
@@ -28,17 +29,6 @@ def _finite(value: Any) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
-    """Student-t interval of the mean over seeds; None with fewer than two values."""
-    if len(values) < 2:
-        return None
-    from scipy import stats
-
-    mean, sd = statistics.fmean(values), statistics.stdev(values)
-    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * sd / math.sqrt(len(values))
-    return mean - half, mean + half
 
 
 def method_of(row: dict[str, Any]) -> str | None:

@@ -33,8 +33,23 @@ REFERENCE = [
 ]
 
 
-def _fmt(mean: float, sd: float | None, n: int) -> str:
-    return f"{mean:.3f} ± {sd:.3f} (n={n})" if sd is not None else f"{mean:.3f} (n={n})"
+def _fmt(cell: dict[str, Any]) -> str:
+    """``mean ± sd [t interval] (n=K)`` over K seeds; one seed: ``value [slice interval]† (n=1)``."""
+    mean, sd, n = cell["mean"], cell["sd"], cell["n"]
+    if sd is not None:
+        interval = cell.get("interval")
+        ci = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+        return f"{mean:.3f} ± {sd:.3f}{ci} (n={n})"
+    interval = cell.get("slice_interval")
+    ci = f" [{interval[0]:.3f}, {interval[1]:.3f}]†" if interval else ""
+    return f"{mean:.3f}{ci} (n={n})"
+
+
+#: What the table's numbers are, for its caption and the section text.
+TABLE_NOTE = (
+    "mean ± sample SD over seeds with the 95% t interval over seeds in brackets (n = seeds); a cell of one seed "
+    "shows instead its 95% moving-block bootstrap interval over the test slices (†)"
+)
 
 
 def _px(size: Any) -> str:
@@ -64,7 +79,7 @@ def results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
     tests.sort(key=lambda t: (t == "pooled", t))
     keyed: dict[tuple[str, ...], dict[str, str]] = {}
     for c in cells:
-        keyed.setdefault(_row_label(c), {})[c["test_set"]] = _fmt(c["mean"], c["sd"], c["n"])
+        keyed.setdefault(_row_label(c), {})[c["test_set"]] = _fmt(c)
     header = ["backbone", "adapter", "head", "px", "trained on", "variant", *[f"IoU {t}" for t in tests]]
     body = [[*key, *[vals.get(t, "–") for t in tests]] for key, vals in keyed.items()]
     return header, body, list(keyed)
@@ -198,12 +213,26 @@ def _splits_text(specs: Sequence[RunSpec], out: Path) -> str:
 
 
 def _versions(specs: Sequence[RunSpec], out: Path) -> str:
+    """The software of the first finished run, then the hardware each finished run recorded (one line per
+    distinct machine, with its run count: times are only comparable on one)."""
+    from emfm.hardware import hardware_summary
+
+    software = "no run has finished yet"
     for spec in specs:
         env = _read_json(spec.directory(out) / rundir.ENV_NAME)
         if isinstance(env, dict) and isinstance(env.get("libraries"), dict):
             libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
-            return f"emfm {env['emfm']} (commit {env['git_commit']}), Python {env['python']}, {libs}; {env['platform']}"
-    return "no run has finished yet"
+            software = (f"emfm {env['emfm']} (commit {env['git_commit']}), Python {env['python']}, {libs}; "
+                        f"{env['platform']}")
+            break
+    machines: dict[str, int] = {}
+    for spec in specs:
+        metrics = _read_json(spec.directory(out) / rundir.METRICS_NAME)
+        if isinstance(metrics, dict) and isinstance(metrics.get("hardware"), dict):
+            line = hardware_summary(metrics["hardware"])
+            machines[line] = machines.get(line, 0) + 1
+    hardware = "".join(f"\n\nHardware ({n} run{'s' if n > 1 else ''}): {line}" for line, n in machines.items())
+    return software + hardware
 
 
 def _analysis_tables(result: dict[str, Any]) -> str:
@@ -295,7 +324,7 @@ def write_report(
     figures.mkdir(exist_ok=True)
     header, body, _ = results_table(rows)
     caption = (
-        f"Foreground IoU (pooled over each test set, native resolution), mean ± sd over seeds; study {study.name}."
+        f"Foreground IoU (pooled over each test set, native resolution), {TABLE_NOTE}; study {study.name}."
     )
     latex = latex_table(header, body, caption)
     atomic_write_text(out / "results.tex", latex + "\n")
@@ -303,10 +332,12 @@ def write_report(
         plot_by_train_set(rows, figures / "iou_by_train_set.png")
         plot_by_backbone(rows, figures / "iou_by_backbone.png")
     from emfm.study.alignment import alignment_text
+    from emfm.study.comparisons import comparisons_text
     from emfm.study.crossval import crossval_text
     from emfm.study.label_efficiency import label_efficiency_text
 
     crossval = crossval_text(rows)
+    comparisons = comparisons_text(rows)
     efficiency = label_efficiency_text(rows, figures)
     alignment = alignment_text(rows, figures)
     sections = [
@@ -314,6 +345,7 @@ def write_report(
         *([_section("Label efficiency", efficiency)] if efficiency else []),
         *([_section("One model for several sets: domain alignment", alignment)] if alignment else []),
         _section("Results", _results_text(header, body, latex)),
+        *([_section("Paired comparisons", comparisons)] if comparisons else []),
         *([_section("Cross-validation: the spread over folds beside the spread over seeds", crossval)]
           if crossval else []),
         _section("Ablations", _ablations_text(body)),
@@ -356,9 +388,10 @@ Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; {done} of
 def _results_text(header: Sequence[str], body: Sequence[Sequence[str]], latex: str) -> str:
     """The results table with what its numbers mean, the two figures, and the LaTeX for a paper."""
     return f"""Foreground IoU pooled over each test set (total intersection over total union of the foreground class,
-at each mask's native resolution), mean ± sample SD over seeds, n = number of seeds. "pooled" is the
-union of all test sets, dominated by the larger one. Per-run numbers, Dice and the study's resized-
-resolution IoU are in `results.csv`.
+at each mask's native resolution), {TABLE_NOTE}. "pooled" is the union of all test sets, dominated by the
+larger one. Per-run numbers with each run's interval over slices (`fg_iou_low`, `fg_iou_high`), the slices
+with no foreground in truth or prediction (`empty_slices`: no IoU of their own, counted, never dropped from a
+mean), Dice and the study's resized-resolution IoU are in `results.csv`.
 
 {markdown_table(header, body) if body else "No run has finished yet."}
 
