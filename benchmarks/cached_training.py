@@ -2,7 +2,8 @@
 torch's default threads and on one.
 
 The item path is the one before cache-only training (a dict per item, stacked each step); the packed path
-cuts batches from one bank of grids and builds the val batches once (``emfm.train.bank``). Each of the four
+cuts batches from one bank of grids and builds the val batches once (``emfm.train.bank``). One thread is
+what ``train_threads: 1`` gives, for a machine shared with other work. Each of the four
 runs starts from the same head and seed, so their loss curves must agree; the script prints the largest
 difference beside the times, measured in one process one after another. Uses the real backbone in
 ../shared/weights/dinov2-vits14-imgfocus on Lucchi++ when they are there, else a tiny random backbone on
@@ -72,9 +73,9 @@ def main() -> None:
     runs = {}
     for label, packed, threads in (
         ("item path, default threads (before)", False, default),
-        ("packed,    default threads", True, default),
+        ("packed,    default threads (now)", True, default),
         ("item path, 1 thread", False, 1),
-        ("packed,    1 thread (now the default)", True, 1),
+        ("packed,    1 thread", True, 1),
     ):
         model.segmenter.head.load_state_dict(start)
         torch.manual_seed(cfg.seed)
@@ -90,9 +91,9 @@ def main() -> None:
     for label, f in runs.items():
         print(f"{label:40s} {f.seconds:8.2f} s  ({f.seconds / max(len(f.history), 1):.3f} s/epoch)")
     seconds = [f.seconds for f in runs.values()]
-    print(f"ratio before / now (item, default threads / packed, 1 thread): {seconds[0] / seconds[3]:6.1f} x")
-    print(f"ratio of threads alone (item path, default / 1):               {seconds[0] / seconds[2]:6.1f} x")
-    print(f"ratio of packing alone (1 thread, item / packed):              {seconds[2] / seconds[3]:6.1f} x")
+    print(f"ratio before / now (item path / packed, default threads):    {seconds[0] / seconds[1]:6.2f} x")
+    print(f"ratio of packing on one thread (item / packed):                {seconds[2] / seconds[3]:6.2f} x")
+    print(f"ratio of threads (item path, one thread / default):            {seconds[2] / seconds[0]:6.2f} x")
     print(f"largest difference between the four loss curves: {spread:.2g}")
 
 

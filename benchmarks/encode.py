@@ -6,6 +6,8 @@ path (preprocessing, tiling, stitching included) for every shape emfm uses, in G
   runs through a scalar fallback and says nothing about a peak.
 - The model's FLOPs: counted once per shape by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
   convolutions and fused attention), so the figure is the arithmetic the model needs, not what a kernel did.
+  torch counts the GPU attention kernels but not the CPU's (``_scaled_dot_product_flash_attention_for_cpu``),
+  which at 1022 px is over half the work; its formula is registered here as torch's own SDPA formula.
 - The shapes: a Lucchi++ slice resized to 518 px (378 x 518), a batch of 518 px tiles of a native-scale slice
   (emfm's tiled path, ``ENCODE_BATCH`` tiles per backbone call) and the slice at 1022 px (756 x 1022), each
   through :func:`emfm.features.encode_slice` in inference mode; median of ``--repeats`` after a warm-up.
@@ -60,7 +62,21 @@ def matmul_peak(dtype: torch.dtype, repeats: int) -> tuple[float, int]:
     return best
 
 
+def _count_cpu_attention() -> None:
+    """Count the CPU's fused attention with torch's own SDPA formula (2 matmuls: Q K^T and (softmax) V)."""
+    from torch.utils import flop_counter
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or op in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(op)
+    def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def model_flops(fn: Callable[[], object]) -> int:
+    _count_cpu_attention()
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())

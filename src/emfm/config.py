@@ -91,9 +91,9 @@ class TrainConfig(Settings):
     ``precision`` defaults to ``32`` (fp32), whose results are reproducible from machine to machine;
     ``bf16`` is honoured only where the hardware has native bf16 (else fp32, with a warning) and ``auto``
     takes bf16 or fp16 wherever it is native (:func:`emfm.hardware.resolve_precision`).
-    ``train_threads`` sets torch's intra-op threads while training; unset, training from cached features
-    with a head of tiny ops (linear, multilinear) takes one, where a pool of several spins longer than each
-    op lasts (``benchmarks/cached_training.py`` measures both), and anything else keeps torch's default.
+    ``train_threads`` sets torch's intra-op threads while training (unset: torch's default). One thread can help a
+    cache-only run of a tiny head on a machine shared with other work, where a pool of several spins longer
+    than each op lasts; on an idle machine torch's default was faster (``benchmarks/cached_training.py``).
     """
 
     backbone: str

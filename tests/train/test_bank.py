@@ -80,14 +80,27 @@ def test_the_bank_holds_one_copy_of_the_features(tiny_backbone_dir, datasets, tm
     assert train and all(g.untyped_storage().data_ptr() in storages for f in train for g in f.grids)
 
 
-def test_tiny_heads_train_on_one_thread_and_decoders_on_torchs_default(tiny_backbone_dir, datasets, tmp_path):
+def test_training_runs_on_the_threads_asked_for_and_puts_torchs_setting_back(
+    tiny_backbone_dir, datasets, tmp_path, monkeypatch
+):
     plan, data, model = planned(tiny_backbone_dir, datasets, tmp_path, head="linear")
-    assert training_threads(plan, model) == 1
-    chosen = dataclasses.replace(plan, config=plan.config.replace(train_threads=2))
-    assert training_threads(chosen, model) == 2
-    fusion, fdata, fmodel = planned(tiny_backbone_dir, datasets, tmp_path, head="fusion", layers=[0, 1], crop=28,
-                                    crops_per_epoch=4)
-    assert not cache_only(fusion, fmodel) and training_threads(fusion, fmodel) is None
+    assert training_threads(plan, model) is None  # torch's default unless asked
+    fusion, _, fmodel = planned(tiny_backbone_dir, datasets, tmp_path, head="fusion", layers=[0, 1], crop=28,
+                                crops_per_epoch=4)
+    assert not cache_only(fusion, fmodel)  # a pixel branch: batches go through the item path
+    chosen = dataclasses.replace(plan, config=plan.config.replace(train_threads=1))
+    assert training_threads(chosen, model) == 1
+    from emfm.train.module import SegmentationModule
+
+    seen = []
+    step = SegmentationModule.training_step
+
+    def training_step(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(SegmentationModule, "training_step", training_step)
     before = torch.get_num_threads()
-    fit(plan, data, model, progress=False)
+    fit(chosen, data, model, progress=False)
+    assert seen and set(seen) == {1}
     assert torch.get_num_threads() == before  # put back after training

@@ -35,9 +35,6 @@ class Head(nn.Module, abc.ABC):
         feature_layer: the dotted name of the head's last layer, the classifier; its input is what this
             head calls its features (what feature alignment matches across sets and the feature-shift
             report measures; see :func:`feature_module`).
-        tiny_ops: a training step on cached grids is a handful of small ops (no decoder): training then runs
-            on one intra-op thread, since a pool of several spins longer than each op lasts
-            (:func:`emfm.train.fit.training_threads`).
 
     Attributes:
         in_channels, num_classes, num_layers, patch_size: as given to the constructor.
@@ -48,7 +45,6 @@ class Head(nn.Module, abc.ABC):
     fixed_num_layers: int | None = None
     default_lr: float = 1e-3
     feature_layer: str = "classifier"
-    tiny_ops: bool = False
 
     def __init__(self, in_channels: int, num_classes: int = 2, *, num_layers: int = 1, patch_size: int = 14) -> None:
         super().__init__()

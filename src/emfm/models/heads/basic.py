@@ -25,7 +25,6 @@ class LinearHead(Head):
 
     default_layers = (-1,)
     fixed_num_layers = 1
-    tiny_ops = True
 
     def __init__(self, in_channels: int, num_classes: int = 2, *, num_layers: int = 1, patch_size: int = 14) -> None:
         super().__init__(in_channels, num_classes, num_layers=num_layers, patch_size=patch_size)
@@ -86,7 +85,6 @@ class MultiLinearHead(Head):
     """
 
     default_layers = (2, 5, 8, 11)
-    tiny_ops = True
 
     def __init__(self, in_channels: int, num_classes: int = 2, *, num_layers: int = 1, patch_size: int = 14) -> None:
         super().__init__(in_channels, num_classes, num_layers=num_layers, patch_size=patch_size)
