@@ -120,3 +120,8 @@ def test_block_resampled_sums_of_the_whole_stack_are_its_total():
 def test_block_resampled_sums_needs_a_non_empty_two_dimensional_array(values):
     with pytest.raises(DataError, match=r"\(n, c\)"):
         block_resampled_sums(values, 2, 3, np.random.default_rng(0))
+
+
+def test_no_units_is_a_data_error_whatever_the_block_length():
+    with pytest.raises(DataError, match="at least one unit"):
+        moving_block_indices(0, 3, 2, np.random.default_rng(0))

@@ -41,6 +41,8 @@ def default_block_length(n: int) -> int:
 
 def resolve_block_length(n: int, block_length: int | None) -> int:
     """``block_length`` checked (None: :func:`default_block_length`), and cut to n."""
+    if n < 1:
+        raise DataError("a block bootstrap needs at least one unit")
     if block_length is None:
         return default_block_length(n)
     if isinstance(block_length, bool) or not isinstance(block_length, (int, np.integer)) or block_length < 1:

@@ -95,7 +95,7 @@ class BlockBootstrap:
         _check_level(self.level)
         if self.block_length is not None:
             resolve_block_length(1, self.block_length)  # type and range
-        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 2:
+        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, (int, np.integer)) or self.n_boot < 2:
             raise ConfigError(f"a bootstrap needs at least 2 replicates, got {self.n_boot!r}; use e.g. {N_BOOT}")
 
 
