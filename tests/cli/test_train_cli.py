@@ -21,6 +21,9 @@ def test_train_then_evaluate(tiny_backbone_dir, datasets, tmp_path, capsys):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"{metrics['test'][a]['fg_iou']:.4f}" in printed and "pooled" in printed
+    ci = metrics["test"][a]["fg_iou_interval"]  # each test set's interval over its slices, printed beside it
+    assert f"[{ci['low']:.3f}, {ci['high']:.3f}]" in printed
+    assert "moving-block bootstrap over the test slices" in printed
     assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 0.001
     assert main(["evaluate", "--run", str(out), "--test", b, "--no-progress"]) == 0
     again = json.loads((out / "evaluation.json").read_text())

@@ -14,7 +14,7 @@ _FLAGS = {
     "cache_dir": str, "max_train_slices": int, "layers": str, "scale": float, "tile": int, "tile_overlap": int,
     "crop": int, "crops_per_epoch": int, "augment": str, "loss": str, "min_steps": int, "val_every": int,
     "label_budget": int, "label_pick": str, "max_minutes": float, "align": str, "cv_folds": int, "cv_fold": int,
-    "devices": int, "num_nodes": int, "strategy": str,
+    "devices": int, "num_nodes": int, "strategy": str, "train_threads": int,
 }
 # Comma-separated list flags -> the config's lists.
 _LISTS = {"layers": int, "augment": str}
@@ -58,6 +58,8 @@ _HELP = {
     "cv_folds": "cross-validate: replace each training set's published split by K folds of its labelled slices",
     "cv_fold": "which fold (0 .. cv_folds - 1) this run trains without and is scored on",
     "lr": "learning rate (default: the head's own; the study uses 5e-5)",
+    "train_threads": "torch's intra-op threads while training (default: torch's); 1 can help a tiny head on a "
+                     "machine shared with other work",
     "precision": "32 (default, reproducible), bf16 where the hardware has it natively (else fp32, with a "
                  "warning), or auto (bf16 or fp16 where native, else fp32)",
 }
@@ -174,11 +176,18 @@ def print_metrics(metrics: dict) -> None:
     rows = [(name, m) for name, m in metrics["test"].items()]
     if "test_pooled" in metrics:
         rows.append(("pooled", metrics["test_pooled"]))
-    print(f"{'test set':<24} {'fg IoU':>8} {'Dice':>8} {'IoU (resized)':>14} {'slices':>7}")
+    print(f"{'test set':<24} {'fg IoU':>8} {'95% CI (slices)':>17} {'Dice':>8} {'IoU (resized)':>14} {'slices':>7} "
+          f"{'empty':>6}")
     for name, m in rows:
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "  n/a"  # noqa: E731
-        print(f"{name:<24} {fmt(m['fg_iou']):>8} {fmt(m['dice']):>8} "
-              f"{fmt(m.get('fg_iou_resized')):>14} {m['n_slices']:>7}")
+        ci = m.get("fg_iou_interval")
+        ci_text = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if ci else "n/a"
+        empty = m.get("empty_slices")
+        print(f"{name:<24} {fmt(m['fg_iou']):>8} {ci_text:>17} {fmt(m['dice']):>8} "
+              f"{fmt(m.get('fg_iou_resized')):>14} {m['n_slices']:>7} {'' if empty is None else empty:>6}")
+    if any(m.get("fg_iou_interval") for _, m in rows):
+        print("95% CI: moving-block bootstrap over the test slices (other slices like these, not another seed); "
+              "empty: slices with no foreground in truth or prediction")
 
 
 def run_train(args: argparse.Namespace) -> int:
