@@ -82,3 +82,14 @@ def test_a_stack_summary_has_its_slice_interval_and_counts():
     assert a["fg_iou_interval"]["block_length"] == 3  # ceil(12 ** (1/3))
     assert a["fg_iou_interval"] == slice_interval([native])  # seeded: the same counts, the same interval
     assert out["test_pooled"]["fg_iou_interval"]["block_length"] == [3, 3]  # blocks within each set
+
+
+def test_class_map_is_argmax_over_classes_with_the_first_maximum_on_ties():
+    import torch
+
+    from emfm.evaluate.metrics import class_map
+
+    logits = torch.randn(2, 3, 17, 23, generator=torch.Generator().manual_seed(0)).round()  # many ties
+    logits[0, :, 0, 0] = 0.0  # a pixel tied across all classes goes to class 0
+    assert torch.equal(class_map(logits), logits.argmax(1))
+    assert class_map(logits)[0, 0, 0] == 0

@@ -69,3 +69,9 @@ def test_the_section_lists_every_pair_and_is_empty_without_one():
     text = comparisons_text(rows)
     assert text.count("| joint-vs-single |") == 1 and text.count("| lora-vs-frozen |") == 1
     assert text.count("\n- On v") == 2
+
+
+def test_a_wide_t_interval_is_cut_to_what_a_difference_of_ious_can_be():
+    rows = [row("v", "v", 0, 0.2), row("v", "v", 1, 0.6), row("l+v", "v", 0, 0.7), row("l+v", "v", 1, 0.3)]
+    (pair,) = paired_comparisons(rows)  # differences +0.5 and -0.3: a t half-width of about 5
+    assert pair["interval"] == (-1.0, 1.0) and pair["excludes_zero"] is False

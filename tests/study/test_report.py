@@ -66,3 +66,13 @@ def test_report_prints_a_hardware_line_per_machine_with_its_run_count(tmp_path):
     assert f"Hardware (2 runs): {hardware_summary(laptop)}" in software
     assert f"Hardware (1 run): {hardware_summary(server)}" in software
     assert software.count("Hardware (") == 2 and "A100" in hardware_summary(server)
+
+
+def test_a_cell_shows_its_t_interval_cut_to_0_1_or_for_one_seed_its_slice_interval():
+    from emfm.study.report import _fmt
+
+    two = {"mean": 0.2, "sd": 0.1, "n": 2, "interval": (-0.7, 1.1), "slice_interval": None}
+    assert _fmt(two) == "0.200 ± 0.100 [0.000, 1.000] (n=2)"
+    one = {"mean": 0.5, "sd": None, "n": 1, "interval": None, "slice_interval": (0.45, 0.56)}
+    assert _fmt(one) == "0.500 [0.450, 0.560]† (n=1)"
+    assert _fmt({**one, "slice_interval": None}) == "0.500 (n=1)"

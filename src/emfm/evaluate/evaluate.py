@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from emfm.data._stack import SliceStack
 from emfm.evaluate.inference import native_prediction, slice_logits
-from emfm.evaluate.metrics import PooledCounts
+from emfm.evaluate.metrics import PooledCounts, class_map
 from emfm.features import StackFeatures
 from emfm.models.segmenter import Segmenter
 from emfm.transforms import Preprocessing, mask_to_tensor
@@ -77,7 +77,7 @@ def evaluate_stack(
         pred = native_prediction(logits, stack.masks[i].shape)
         native.add(pred, stack.masks[i])
         small_truth = mask_to_tensor(stack.masks[i], logits.shape[-2:]).numpy()
-        resized.add(logits.argmax(1)[0].numpy(), small_truth)
+        resized.add(class_map(logits)[0].numpy(), small_truth)
         if keep_predictions:
             preds.append(pred)
     return StackResult(native, resized, preds)

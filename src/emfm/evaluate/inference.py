@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from emfm.evaluate.metrics import class_map
 from emfm.models.segmenter import Segmenter
 from emfm.transforms import Preprocessing, logits_to_size
 
@@ -40,4 +41,4 @@ def slice_logits(
 
 def native_prediction(logits: torch.Tensor, shape: Sequence[int]) -> np.ndarray:
     """Argmax after resizing logits bilinearly to the slice's native ``shape``: a uint8 0/1 mask."""
-    return logits_to_size(logits, shape).argmax(1)[0].to(torch.uint8).numpy()
+    return class_map(logits_to_size(logits, shape))[0].to(torch.uint8).numpy()

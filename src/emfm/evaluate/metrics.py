@@ -80,6 +80,17 @@ class PooledCounts:
         return 2 * self.intersection / denom if denom else math.nan
 
 
+def class_map(logits):
+    """Each pixel's class, the argmax of logits (B, K, H, W) over K: (B, H, W), first maximum on ties.
+
+    As ``max(1).indices`` rather than ``argmax(1)``: on a CPU, torch's argmax over a dimension that is not the
+    innermost ran 177 ms for one 2 x 768 x 1024 Lucchi++ slice against 5.5 ms for this (torch 2.13, measured
+    here), which made scoring a frozen run's 165 test slices cost more than training it. (Here, not in
+    ``emfm.transforms``, whose source is part of the feature cache's key.)
+    """
+    return logits.max(1).indices
+
+
 def pooled_scores(preds: list[np.ndarray], trues: list[np.ndarray]) -> PooledCounts:
     """Pooled counts over paired lists of binary predictions and masks."""
     counts = PooledCounts()

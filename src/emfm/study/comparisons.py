@@ -57,8 +57,9 @@ def _pair(
         "mean": statistics.fmean(diffs), "differences": diffs,
     }
     if len(units) > 1:
-        paired = paired_t(diffs, level)
-        record.update(interval=paired["interval"], over=f"t interval over {len(units)} paired seeds")
+        low, high = paired_t(diffs, level)["interval"]
+        # a difference of two IoUs lies in [-1, 1], wherever a t interval of few seeds reaches
+        record.update(interval=(max(-1.0, low), min(1.0, high)), over=f"t interval over {len(units)} paired seeds")
     else:
         (u,) = units
         counts_a, counts_b = a[u].get("_slice_counts"), b[u].get("_slice_counts")

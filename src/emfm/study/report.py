@@ -38,7 +38,8 @@ def _fmt(cell: dict[str, Any]) -> str:
     mean, sd, n = cell["mean"], cell["sd"], cell["n"]
     if sd is not None:
         interval = cell.get("interval")
-        ci = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+        # a t interval of a few seeds can pass 0 or 1; an IoU cannot
+        ci = f" [{max(0.0, interval[0]):.3f}, {min(1.0, interval[1]):.3f}]" if interval else ""
         return f"{mean:.3f} ± {sd:.3f}{ci} (n={n})"
     interval = cell.get("slice_interval")
     ci = f" [{interval[0]:.3f}, {interval[1]:.3f}]†" if interval else ""
@@ -47,8 +48,8 @@ def _fmt(cell: dict[str, Any]) -> str:
 
 #: What the table's numbers are, for its caption and the section text.
 TABLE_NOTE = (
-    "mean ± sample SD over seeds with the 95% t interval over seeds in brackets (n = seeds); a cell of one seed "
-    "shows instead its 95% moving-block bootstrap interval over the test slices (†)"
+    "mean ± sample SD over seeds with the 95% t interval over seeds in brackets, cut to [0, 1] (n = runs: seeds, "
+    "times folds in a cross-validated cell); a cell of one run shows instead its 95% moving-block bootstrap interval over the test slices (†)"
 )
 
 

@@ -43,13 +43,15 @@ def kept_model_warnings(module, val_loader, best_epoch: int, epochs_run: int) ->
     validation slices, or its best epoch is the first (the loss never improved on the start)."""
     import torch
 
+    from emfm.evaluate.metrics import class_map
+
     warnings = []
     predicted = total = 0
     module.eval()
     with torch.no_grad():
         for batch in val_loader:
             for logits in module._logits_and_targets(batch)[0]:
-                predicted += int((logits.argmax(1) == 1).sum())
+                predicted += int((class_map(logits) == 1).sum())
                 total += logits[:, 0].numel()
     fraction = predicted / total if total else None
     if fraction == 0:
