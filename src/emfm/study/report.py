@@ -49,7 +49,8 @@ def _fmt(cell: dict[str, Any]) -> str:
 #: What the table's numbers are, for its caption and the section text.
 TABLE_NOTE = (
     "mean ± sample SD over seeds with the 95% t interval over seeds in brackets, cut to [0, 1] (n = runs: seeds, "
-    "times folds in a cross-validated cell); a cell of one run shows instead its 95% moving-block bootstrap interval over the test slices (†)"
+    "times folds in a cross-validated cell); a cell of one run shows instead its 95% moving-block bootstrap "
+    "interval over the test slices (†)"
 )
 
 
