@@ -24,8 +24,7 @@ RANDOM backbone on a synthetic slice (and says so).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,22 +36,14 @@ from emfm.hardware import cpu_native_bf16, describe_hardware, hardware_summary
 from emfm.tiled import plan_tiles
 from emfm.transforms import Preprocessing
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling tiled_encode.py
 MATMUL_SIZES = (1024, 2048, 3072)
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: first-call allocations and kernel selection
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def matmul_peak(dtype: torch.dtype, repeats: int) -> tuple[float, int]:
     """The best GFLOP/s of square ``dtype`` matmuls over :data:`MATMUL_SIZES`, and the size that gave it."""
+    from tiled_encode import timed
+
     best = (0.0, 0)
     gen = torch.Generator().manual_seed(0)
     for n in MATMUL_SIZES:
@@ -83,15 +74,12 @@ def model_flops(fn: Callable[[], object]) -> int:
 
 
 def main() -> None:
-    import sys
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from tiled_encode import load_inputs  # the real backbone and a Lucchi++ slice, or a tiny random stand-in
+    from tiled_encode import load_inputs, timed  # the real backbone and a Lucchi++ slice, or a tiny random stand-in
 
     backbone, image, what = load_inputs()
     hardware = describe_hardware()
