@@ -15,7 +15,11 @@ path (preprocessing, tiling, stitching included) for every shape emfm uses, in G
 The last line is ``encode: <GFLOP/s> = <ratio> of the matmul peak`` for the slowest shape (the figure every
 shape reaches). Measure on an idle machine: another process on the same cores halves either number.
 
-    python benchmarks/encode.py [--repeats 3] [--threads 2]
+``--compile`` then times every shape again with the backbone's transformer under ``torch.compile`` (inductor,
+static shapes, compiled once per shape outside the timing) and prints each shape's compiled/eager speed-up
+from the same run: what a ``torch.compile`` option would buy before emfm offers one.
+
+    python benchmarks/encode.py [--repeats 3] [--threads 2] [--compile]
 
 Uses ../shared/weights/dinov2-vits14-imgfocus and the first Lucchi++ test slice when present, else a tiny
 RANDOM backbone on a synthetic slice (and says so).
@@ -73,10 +77,37 @@ def model_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
+def compiled_speedups(backbone, encoders: dict[str, tuple[Callable[[], object], float]], repeats: int) -> None:
+    """Time each shape's encode again with the backbone's transformer compiled; print compiled/eager speed-ups.
+
+    The first call of each shape compiles (inductor, static shapes) and is timed apart: a run pays it once
+    per distinct slice or tile shape, which a cache of one shape amortises and a stack of mixed sizes does not.
+    """
+    import time
+
+    from tiled_encode import timed
+
+    model = backbone.model
+    backbone.model = torch.compile(model, dynamic=False)
+    print()
+    try:
+        for label, (encode, eager) in encoders.items():
+            with torch.inference_mode():
+                start = time.perf_counter()
+                encode()
+                first = time.perf_counter() - start
+                seconds = timed(encode, repeats)
+            print(f"compiled {label:38s} first call {first:6.1f} s  then {seconds:6.2f} s  "
+                  f"speed-up {eager / seconds:.2f}x over eager")
+    finally:
+        backbone.model = model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="also time each shape under torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from tiled_encode import load_inputs, timed  # the real backbone and a Lucchi++ slice, or a tiny random stand-in
@@ -100,7 +131,7 @@ def main() -> None:
             Preprocessing(1022, p, scale=1.0, tile=518, overlap=70), ENCODE_BATCH),
         "slice at 1022 px": (Preprocessing(1022, p), 1),
     }
-    ratios = []
+    ratios, encoders = [], {}
     print()
     for label, (prep, batch) in shapes.items():
         pixels = prep.pixels(image)
@@ -117,10 +148,13 @@ def main() -> None:
         with torch.inference_mode():
             flops = model_flops(encode)
             seconds = timed(encode, args.repeats)
+        encoders[label] = (encode, seconds)
         rate = flops / seconds / 1e9
         ratios.append((rate, rate / peak))
         print(f"{label:38s} {shape_text:24s} {flops / 1e9:7.1f} GFLOP  {seconds:6.2f} s  {rate:7.1f} GFLOP/s  "
               f"{rate / peak:.2f} of peak")
+    if args.compile:
+        compiled_speedups(backbone, encoders, args.repeats)
     rate, ratio = min(ratios)
     print(f"\nencode: {rate:.1f} GFLOP/s = {ratio:.2f} of the matmul peak")
 

@@ -30,6 +30,8 @@ Precision = Literal["32", "bf16", "auto"]
 PRECISIONS = ("32", "bf16", "auto")  # as emfm.hardware.PRECISION_CHOICES
 Loss = Literal["dice", "dice_ce"]
 LOSSES = ("dice", "dice_ce")
+LrSchedule = Literal["constant", "cosine"]
+LR_SCHEDULES = ("constant", "cosine")
 LabelPick = Literal["random", "even", "first"]
 LABEL_PICKS = ("random", "even", "first")
 
@@ -114,6 +116,7 @@ class TrainConfig(Settings):
     augment: tuple[str, ...] = ()
     intensity_augment: bool = False
     loss: Loss = "dice"
+    lr_schedule: LrSchedule = "constant"
     epochs: int = 100
     patience: int = 20
     min_steps: int = 300
@@ -163,6 +166,7 @@ class TrainConfig(Settings):
         object.__setattr__(self, "precision", str(self.precision))
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("loss", self.loss, LOSSES, "; dice is the study's, dice_ce adds cross-entropy")
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES, "; constant is the study's")
         self._check_sampling()
         for name in ("epochs", "batch_size", "resolution"):
             check_number(name, getattr(self, name), minimum=1, integer=True)

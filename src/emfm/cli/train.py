@@ -15,6 +15,7 @@ _FLAGS = {
     "crop": int, "crops_per_epoch": int, "augment": str, "loss": str, "min_steps": int, "val_every": int,
     "label_budget": int, "label_pick": str, "max_minutes": float, "align": str, "cv_folds": int, "cv_fold": int,
     "devices": int, "num_nodes": int, "strategy": str, "train_threads": int,
+    "lr_schedule": str,
 }
 # Comma-separated list flags -> the config's lists.
 _LISTS = {"layers": int, "augment": str}
@@ -22,6 +23,7 @@ _CHOICES = {
     "pairing": ["by-number", "text-sorted", "study-compose"], "strategy": ["auto", "ddp", "ddp_spawn"],
     "normalisation": ["imagenet", "backbone"], "intensity": ["dtype", "minmax"], "precision": ["32", "bf16", "auto"],
     "loss": ["dice", "dice_ce"], "label_pick": ["random", "even", "first"],
+    "lr_schedule": ["constant", "cosine"],
 }
 _HELP = {
     "backbone": "registry name (dinov2-l, dinov3-l, openclip-l14...), hub id or local directory; "
@@ -57,6 +59,8 @@ _HELP = {
     "strategy": "auto (DDP when there are several processes), ddp, or ddp_spawn",
     "cv_folds": "cross-validate: replace each training set's published split by K folds of its labelled slices",
     "cv_fold": "which fold (0 .. cv_folds - 1) this run trains without and is scored on",
+    "lr_schedule": "constant (the study's), or cosine: a 5%% linear warm-up, then a cosine decay to 0 over "
+                   "--epochs (a --max-minutes budget may end training before the decay does)",
     "lr": "learning rate (default: the head's own; the study uses 5e-5)",
     "train_threads": "torch's intra-op threads while training (default: torch's); 1 can help a tiny head on a "
                      "machine shared with other work",

@@ -43,7 +43,7 @@ def analysis_dir(study_dir: str | Path, backbone: str) -> Path:
 # runs of an existing study keep their ids (and are resumed, not redone) under a newer emfm.
 _LATER_SETTINGS = {"label_budget": None, "label_pick": "random", "max_minutes": None, "align": "none",
                    "align_settings": {}, "cv_folds": None, "cv_fold": 0, "devices": 1, "num_nodes": 1,
-                   "strategy": "auto", "grad_checkpointing": False}
+                   "strategy": "auto", "grad_checkpointing": False, "lr_schedule": "constant"}
 # The same for an adapter's own settings: LoRA's layout was added with every earlier run at ``separate``, so a
 # separate run keeps its id while a ``fused-qkv`` one (the published preset's) gets another and is never
 # taken for it.

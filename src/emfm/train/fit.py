@@ -278,7 +278,8 @@ def fit(
     # Lightning keeps each submodule's mode as it finds it, so a second fit of one model would otherwise differ.
     model.segmenter.head.train()
     module = SegmentationModule(
-        model.segmenter, lr=plan.lr, weight_decay=cfg.weight_decay, loss=cfg.loss, alignment=plan.alignment
+        model.segmenter, lr=plan.lr, weight_decay=cfg.weight_decay, loss=cfg.loss, alignment=plan.alignment,
+        lr_schedule=cfg.lr_schedule,
     )
     keep, history = KeepBest(), History()
     callbacks: list[L.Callback] = [keep, history, NewCropsEachEpoch()]
