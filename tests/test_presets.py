@@ -33,6 +33,7 @@ def test_heads_quick_compares_every_head_at_both_scales(monkeypatch):
     specs = expand_grid(StudyConfig.from_yaml(CONFIGS / "heads_quick.yaml"))
     cells = {(s.config.head, s.config.scale) for s in specs}
     assert cells == {(h, s) for h in ("linear", "multilinear", "dpt", "fusion") for s in (None, 1.0)}
+    assert len(specs) == 16 and {s.config.seed for s in specs} == {0, 1}  # every cell on two seeds
 
 
 def test_label_efficiency_crosses_methods_budgets_and_datasets(monkeypatch):
