@@ -93,3 +93,32 @@ def test_class_map_is_argmax_over_classes_with_the_first_maximum_on_ties():
     logits[0, :, 0, 0] = 0.0  # a pixel tied across all classes goes to class 0
     assert torch.equal(class_map(logits), logits.argmax(1))
     assert class_map(logits)[0, 0, 0] == 0
+
+
+def test_one_hot_classes_is_f_one_hot_channels_first():
+    import torch
+
+    from emfm.evaluate.metrics import one_hot_classes
+
+    target = torch.tensor([[[0, 1, 2], [2, 2, 0]]])
+    expected = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).bool()
+    got = one_hot_classes(target, 3)
+    assert got.shape == (1, 3, 2, 3) and torch.equal(got, expected)
+    assert got[0, :, 0, 2].tolist() == [False, False, True]
+
+
+def test_dice_loss_gives_the_one_hot_formulation_to_the_bit():
+    import torch
+
+    from emfm.evaluate.metrics import dice_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 37, 53, generator=gen, requires_grad=True)
+    target = torch.randint(0, 2, (2, 37, 53), generator=gen)
+    probs = torch.softmax(logits, dim=1)
+    onehot = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float()
+    inter, denom = (probs * onehot).sum((0, 2, 3)), probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    reference = 1.0 - ((2 * inter + 1.0) / (denom + 1.0)).mean()
+    loss = dice_loss(logits, target)
+    assert torch.equal(loss, reference)
+    assert torch.equal(*(torch.autograd.grad(x, logits, retain_graph=True)[0] for x in (loss, reference)))
