@@ -182,8 +182,8 @@ WARMUP_SHARE = 0.05
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up over the first 5% of ``total_steps``, then a cosine decay to 0 at ``total_steps``.
 
-    Loshchilov and Hutter 2017 (SGDR) without restarts, with the warm-up of Goyal et al. 2017; the schedule
-    the DINOv2 linear and DPT evaluations train their heads with. A LambdaLR with the formula written out:
+    Loshchilov and Hutter 2017 (SGDR) without restarts, with the warm-up of Goyal et al. 2017; a cosine decay is
+    what DINOv2's linear evaluation trains its heads with. A LambdaLR with the formula written out:
     torch's SequentialLR of LinearLR and CosineAnnealingLR chains their factors and does not give this curve.
     """
     warmup = max(1, round(WARMUP_SHARE * total_steps))
