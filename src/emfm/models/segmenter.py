@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from emfm.transforms import Preprocessing, logits_to_size
+from emfm.models.resize import bilinear_resize
+from emfm.transforms import Preprocessing
 
 
 def resolve_layers(layers: Sequence[int], depth: int) -> tuple[int, ...]:
@@ -58,7 +59,7 @@ class Segmenter(nn.Module):
         self, grids: Sequence[torch.Tensor], pixels: torch.Tensor | None, size: Sequence[int]
     ) -> torch.Tensor:
         """Logits at ``size`` from the head's grids (and the pixels, for heads that read them)."""
-        return logits_to_size(self.head(list(grids), pixels if self.needs_pixels else None), size)
+        return bilinear_resize(self.head(list(grids), pixels if self.needs_pixels else None), size)
 
     def logits_from_grid(self, grid: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Single-block heads fed a cached final grid."""

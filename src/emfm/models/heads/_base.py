@@ -14,11 +14,11 @@ import abc
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from emfm._registry import Registry
 from emfm.errors import ConfigError
+from emfm.models.resize import bilinear_resize
 
 
 class Head(nn.Module, abc.ABC):
@@ -86,10 +86,7 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     Patch sizes (14) are not powers of two, so feature maps met at the decoders' scales differ by a pixel
     or by a non-integer factor; resizing to the exact size of the map they join handles every case.
     """
-    size = tuple(int(s) for s in size)
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return bilinear_resize(x, size)
 
 
 def feature_module(head: nn.Module) -> nn.Module:
