@@ -127,7 +127,18 @@ def load_split(
         DataError: the data are missing (the message says where it looked and how to fetch them),
             unpaired, corrupt, or have mask values the dataset's rule does not allow.
     """
-    return get_dataset(name).load(split, root, data_root=data_root, pairing=pairing, progress=progress)
+    from emfm.data import memo
+
+    dataset = get_dataset(name)
+
+    def read() -> SliceStack:
+        return dataset.load(split, root, data_root=data_root, pairing=pairing, progress=progress)
+
+    if not memo.active():
+        return read()
+    # Kept splits are told apart by the folder they come from, so ``--data-root``, ``$EMFM_DATA`` and a
+    # relative path name the same split when they lead to the same place.
+    return memo.remembered((name, split, str(dataset.locate(data_root, root=root).resolve()), pairing), read)
 
 
 def write_split_files(directory: str | Path | None = None) -> list[Path]:

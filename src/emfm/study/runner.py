@@ -87,10 +87,15 @@ def run_study(
     started = time.perf_counter()
     # The analysis goes first: it encodes every slice once with all the layers it probes, and the
     # frozen runs at the same resolution then read their final grids from those cache entries.
+    from emfm.data.memo import splits_kept_in_memory
+
     try:
-        analysis = run_analyses(study, out) if study.analysis and not aggregate_only else collect_analyses(study, out)
-        if todo and executor == "local":
-            _run_locally(study, todo, out, on_run_done)
+        # One process runs the analysis and every local run: each split is read from disk once.
+        with splits_kept_in_memory():
+            analysis = (run_analyses(study, out) if study.analysis and not aggregate_only
+                        else collect_analyses(study, out))
+            if todo and executor == "local":
+                _run_locally(study, todo, out, on_run_done)
     except KeyboardInterrupt:
         done = len(specs) - len(pending_runs(specs, out))
         raise Interrupted(
