@@ -21,6 +21,7 @@ from emfm.data._stack import SliceStack
 from emfm.evaluate.metrics import dice_loss
 from emfm.features import FeatureCache, encode_stack
 from emfm.models.heads import create_head
+from emfm.models.resize import bilinear_resize
 from emfm.transforms import mask_to_tensor
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -52,7 +53,7 @@ def head_epoch(head, opt, grids, masks, sizes, batch: int) -> None:
     for start in range(0, len(grids), batch):
         g = torch.stack(grids[start : start + batch])
         y = torch.stack(masks[start : start + batch])
-        logits = torch.nn.functional.interpolate(head([g]), size=sizes[start], mode="bilinear")
+        logits = bilinear_resize(head([g]), sizes[start])  # training's resize, as emfm's training step does it
         loss = dice_loss(logits, y)
         opt.zero_grad()
         loss.backward()
