@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from emfm.align import domain_bn, feature_align, inputs, sampling  # noqa: F401  (registers the built-in methods)
+from emfm.align import adversarial, domain_bn, feature_align, inputs, sampling  # noqa: F401  (registers the built-in methods)
 from emfm.align._base import ALIGNMENTS, Alignment, register_alignment
 
 

@@ -93,6 +93,11 @@ class Alignment:
         """One volume's slices as the model sees them; the identity unless the method is ``input_side``."""
         return list(images)
 
+    def training_module(self, head: nn.Module) -> nn.Module | None:
+        """Trainable parts the method adds for training only (e.g. a domain discriminator), trained beside
+        the head and never saved with the model; None for most methods. Called after :meth:`prepare_head`."""
+        return None
+
     def feature_loss(self, features: Mapping[int, torch.Tensor]) -> torch.Tensor | None:
         """A term added to the training loss from the head's features of each training set, (n_k, C) rows
         per set index k; None adds nothing (methods that are not ``needs_features``)."""

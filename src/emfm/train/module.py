@@ -37,6 +37,9 @@ class SegmentationModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.loss_name = loss
         self.alignment = alignment  # an emfm.align.Alignment, or None for plain training
+        # What the alignment trains beside the head (DANN's discriminator): a child module, so it moves with
+        # this one and its parameters reach the optimiser; it is not part of the segmenter that is saved.
+        self.align_module = alignment.training_module(segmenter.head) if alignment is not None else None
         self._captured: list[torch.Tensor] | None = None  # head features of the groups run so far
 
     @property
@@ -161,6 +164,8 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.segmenter.parameters() if p.requires_grad]
+        if self.align_module is not None:
+            params += list(self.align_module.parameters())
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.lr_schedule == "constant":
             return optimizer
