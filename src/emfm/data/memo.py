@@ -1,8 +1,8 @@
 """Splits read once per process while a study runs its grid, instead of once per run.
 
 A study runs its runs one after another in one process, and each run reads every training and test set
-it names from disk: the quick study reads Lucchi++ (330 slices of 768 x 1024) 18 times over, about 6 s each
-time here. Inside :func:`splits_kept_in_memory`, :func:`emfm.data.load_split` keeps what it read and hands
+it names from disk: each of the quick study's 22 runs reads Lucchi++'s 330 slices of 768 x 1024 and VNC's
+test slices, 7 s a run here (``python benchmarks/split_memo.py``). Inside :func:`splits_kept_in_memory`, :func:`emfm.data.load_split` keeps what it read and hands
 later callers the same slices again. Outside it (a single ``emfm train``, the API) nothing is kept.
 
 Each caller gets its own copy (the stack, its lists and its arrays): copying the arrays costs a few
