@@ -2,8 +2,9 @@
 
 A study runs its runs one after another in one process, and each run reads every training and test set
 it names from disk: each of the quick study's 22 runs reads Lucchi++'s 330 slices of 768 x 1024 and VNC's
-test slices, 7 s a run here (``python benchmarks/split_memo.py``). Inside :func:`splits_kept_in_memory`, :func:`emfm.data.load_split` keeps what it read and hands
-later callers the same slices again. Outside it (a single ``emfm train``, the API) nothing is kept.
+test slices, 7 s a run here (``python benchmarks/split_memo.py``). Inside :func:`splits_kept_in_memory`,
+:func:`emfm.data.load_split` keeps what it read and hands later callers the same slices again. Outside it
+(a single ``emfm train``, the API) nothing is kept.
 
 Each caller gets its own copy (the stack, its lists and its arrays): copying the arrays costs a few
 percent of reading them, and no run can hand the next one slices it altered in place. What is kept is
