@@ -83,6 +83,21 @@ def test_the_head_gets_the_discriminators_gradient_reversed_and_weighted(monkeyp
     torch.testing.assert_close(reversed_disc, plain_disc)
 
 
+@pytest.mark.parametrize(("name", "layers", "width"), [("linear", 1, 4), ("multilinear", 2, 8), ("fusion", 2, 16)])
+def test_the_feature_width_is_the_last_layers_input(name, layers, width):
+    """For every head the input width of its last layer, also where that layer is a block around a conv."""
+    from emfm.models.heads import feature_module
+
+    head = create_head(name, 4, num_layers=layers)
+    assert feature_width(head) == width
+    captured = []
+    handle = feature_module(head).register_forward_pre_hook(lambda m, i: captured.append(i[0]))
+    pixels = torch.randn(1, 3, 28, 28) if getattr(head, "needs_pixels", False) else None
+    head([torch.randn(1, 4, 2, 2)] * layers, pixels)
+    handle.remove()
+    assert captured[0].shape[1] == width
+
+
 def test_one_training_set_adds_no_term():
     module, _, alignment = _module()
     assert alignment.feature_loss({0: torch.randn(10, 4)}) is None

@@ -69,11 +69,12 @@ def feature_width(head: nn.Module) -> int:
     from emfm.models.heads import feature_module
 
     layer = feature_module(head)
-    width = getattr(layer, "in_channels", None) or getattr(layer, "in_features", None)
-    if not width:
-        raise ConfigError(f"{type(head).__name__}'s feature layer {type(layer).__name__} has no input width to "
-                          f"size a domain discriminator; dann needs a Conv2d or Linear last layer")
-    return int(width)
+    # the layer itself (a 1x1 Conv2d) or a block around one (the fusion head's MONAI UnetOutBlock)
+    first = next((m for m in layer.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if first is None:
+        raise ConfigError(f"{type(head).__name__}'s feature layer {type(layer).__name__} holds no Conv2d or Linear "
+                          f"whose input width could size a domain discriminator; dann needs one")
+    return int(first.in_channels if isinstance(first, nn.Conv2d) else first.in_features)
 
 
 @register_alignment
