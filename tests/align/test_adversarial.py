@@ -51,7 +51,7 @@ def test_the_discriminator_is_sized_from_the_head_and_trained_with_it():
     module, head, alignment = _module()
     disc = alignment.discriminator
     assert module.align_module is disc
-    assert disc[0].in_features == feature_width(head) == 4 and disc[-1].out_features == 2
+    assert disc[0].in_features == feature_width(head.classifier) == 4 and disc[-1].out_features == 2
     optimised = {id(p) for group in module.configure_optimizers().param_groups for p in group["params"]}
     assert all(id(p) in optimised for p in disc.parameters())
     assert all(id(p) in optimised for p in head.parameters())
@@ -89,7 +89,7 @@ def test_the_feature_width_is_the_last_layers_input(name, layers, width):
     from emfm.models.heads import feature_module
 
     head = create_head(name, 4, num_layers=layers)
-    assert feature_width(head) == width
+    assert feature_width(feature_module(head)) == width
     captured = []
     handle = feature_module(head).register_forward_pre_hook(lambda m, i: captured.append(i[0]))
     pixels = torch.randn(1, 3, 28, 28) if getattr(head, "needs_pixels", False) else None

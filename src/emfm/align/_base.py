@@ -93,9 +93,10 @@ class Alignment:
         """One volume's slices as the model sees them; the identity unless the method is ``input_side``."""
         return list(images)
 
-    def training_module(self, head: nn.Module) -> nn.Module | None:
-        """Trainable parts the method adds for training only (e.g. a domain discriminator), trained beside
-        the head and never saved with the model; None for most methods. Called after :meth:`prepare_head`."""
+    def training_module(self, feature_layer: nn.Module) -> nn.Module | None:
+        """Trainable parts the method adds for training only (e.g. a domain discriminator on the features that
+        enter the head's ``feature_layer``), trained beside the head and never saved with the model; None for
+        most methods. Called for ``needs_features`` methods, after :meth:`prepare_head`."""
         return None
 
     def feature_loss(self, features: Mapping[int, torch.Tensor]) -> torch.Tensor | None:

@@ -64,15 +64,12 @@ def reverse_gradient(x: torch.Tensor, coefficient: float) -> torch.Tensor:
     return _ReverseGradient.apply(x, coefficient)
 
 
-def feature_width(head: nn.Module) -> int:
-    """Channels of the head's features: the input width of its last layer."""
-    from emfm.models.heads import feature_module
-
-    layer = feature_module(head)
-    # the layer itself (a 1x1 Conv2d) or a block around one (the fusion head's MONAI UnetOutBlock)
-    first = next((m for m in layer.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+def feature_width(feature_layer: nn.Module) -> int:
+    """Channels of a head's features: the input width of its last layer, which is a 1x1 Conv2d or a block
+    around one (the fusion head's MONAI UnetOutBlock)."""
+    first = next((m for m in feature_layer.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
     if first is None:
-        raise ConfigError(f"{type(head).__name__}'s feature layer {type(layer).__name__} holds no Conv2d or Linear "
+        raise ConfigError(f"the head's feature layer {type(feature_layer).__name__} holds no Conv2d or Linear "
                           f"whose input width could size a domain discriminator; dann needs one")
     return int(first.in_channels if isinstance(first, nn.Conv2d) else first.in_features)
 
@@ -96,12 +93,12 @@ class AdversarialAlignment(Alignment):
     def prepare_head(self, head: nn.Module, domains) -> None:
         self.n_sets = len(domains)  # the discriminator's classes; the head itself is not changed
 
-    def training_module(self, head: nn.Module) -> nn.Module | None:
+    def training_module(self, feature_layer: nn.Module) -> nn.Module | None:
         s: AdversarialSettings = self.settings  # type: ignore[assignment]
         if self.n_sets is None:  # a run reloaded to go on training without the term (emfm adapt's source loss)
             return None
         n_sets = self.n_sets
-        width = feature_width(head)
+        width = feature_width(feature_layer)
         self.discriminator = nn.Sequential(
             nn.Linear(width, s.hidden), nn.ReLU(), nn.Linear(s.hidden, s.hidden), nn.ReLU(), nn.Linear(s.hidden, n_sets)
         )

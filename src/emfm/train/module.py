@@ -39,7 +39,11 @@ class SegmentationModule(L.LightningModule):
         self.alignment = alignment  # an emfm.align.Alignment, or None for plain training
         # What the alignment trains beside the head (DANN's discriminator): a child module, so it moves with
         # this one and its parameters reach the optimiser; it is not part of the segmenter that is saved.
-        self.align_module = alignment.training_module(segmenter.head) if alignment is not None else None
+        self.align_module = None
+        if alignment is not None and alignment.needs_features:
+            from emfm.models.heads import feature_module
+
+            self.align_module = alignment.training_module(feature_module(segmenter.head))
         self._captured: list[torch.Tensor] | None = None  # head features of the groups run so far
 
     @property
