@@ -21,26 +21,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from emfm._settings import Settings
 from emfm.align._base import Alignment, register_alignment
-from emfm.align.feature_align import subsample_rows
+from emfm.align.feature_align import FeatureAlignSettings, subsample_rows
 from emfm.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class AdversarialSettings(Settings):
-    """``weight``: the reversed gradient's coefficient; ``samples``: feature rows per set and step;
-    ``hidden``: the discriminator's width (two hidden layers)."""
+class AdversarialSettings(FeatureAlignSettings):
+    """``weight``: the reversed gradient's coefficient; ``samples``: feature rows per set and step (both
+    checked as CORAL's and MMD's are); ``hidden``: the discriminator's width (two hidden layers)."""
 
     weight: float = 0.1
-    samples: int = 1024
     hidden: int = 256
 
     def __post_init__(self) -> None:
-        if not self.weight >= 0:
-            raise ConfigError(f"align weight must be >= 0, got {self.weight}")
-        if self.samples < 2:
-            raise ConfigError(f"align samples must be at least 2 feature rows per set, got {self.samples}")
+        super().__post_init__()
         if self.hidden < 1:
             raise ConfigError(f"align hidden must be a positive width, got {self.hidden}")
 
