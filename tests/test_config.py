@@ -69,3 +69,14 @@ def test_a_number_typed_as_yaml_1_1_string_is_read_as_a_number():
     assert TrainConfig.from_dict({"backbone": "b", "train": "vnc", "lr": "5e-4"}).lr == 5e-4
     with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
         TrainConfig.from_dict({"backbone": "b", "train": "vnc", "lr": "fast"})
+
+
+def test_crops_per_set_is_kept_for_joint_runs_only_and_needs_crops():
+    joint = TrainConfig(backbone="b", train="lucchi_pp,vnc", crop=224, crops_per_set=True)
+    assert joint.crops_per_set and joint.to_dict()["crops_per_set"] is True
+    single = TrainConfig(backbone="b", train="vnc", crop=224, crops_per_set=True)
+    # one set: nothing to count per set, so the same run (and study run id) as without it
+    assert not single.crops_per_set and single.to_dict() == TrainConfig(backbone="b", train="vnc", crop=224).to_dict()
+    assert "crops_per_set" not in TrainConfig(backbone="b", train="lucchi_pp,vnc", crop=224).to_dict()
+    with pytest.raises(ConfigError, match="crops_per_set counts random crops, which need crop"):
+        TrainConfig(backbone="b", train="lucchi_pp,vnc", crops_per_set=True)

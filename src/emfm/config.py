@@ -88,6 +88,10 @@ class TrainConfig(Settings):
     (:mod:`emfm.data.budget`; ``random`` is redrawn by ``seed``); the validation split is never touched.
     ``devices`` x ``num_nodes`` processes train with Lightning's DDP (``strategy``); ``batch_size`` is the
     global batch, shared evenly by them, and the learning rate is not rescaled (:mod:`emfm.distributed`).
+    ``crops_per_set`` counts ``crops_per_epoch`` per training set: a joint run of K sets then draws K times as
+    many crops an epoch, so each set is seen as often as in its own single-set run (the same training for each
+    set, at K times the compute, which two single-set runs pay too). Off, a joint run shares one epoch's crops
+    among its sets, in proportion to their slices unless an alignment mixes them.
     ``grad_checkpointing`` recomputes a live backbone's activations in the backward pass (LoRA on large
     backbones: far less memory, about a third more time, the same gradients).
     ``precision`` defaults to ``32`` (fp32), whose results are reproducible from machine to machine;
@@ -113,6 +117,7 @@ class TrainConfig(Settings):
     tile_overlap: int = 70
     crop: int | None = None
     crops_per_epoch: int = 64
+    crops_per_set: bool = False
     augment: tuple[str, ...] = ()
     intensity_augment: bool = False
     loss: Loss = "dice"
@@ -251,6 +256,12 @@ class TrainConfig(Settings):
         if self.crop is not None:
             check_number("crop", self.crop, minimum=1, integer=True)
         check_number("crops_per_epoch", self.crops_per_epoch, minimum=1, integer=True)
+        if self.crops_per_set and self.crop is None:
+            raise ConfigError(
+                "crops_per_set counts random crops, which need crop (e.g. --crop 224); set crop, or drop it"
+            )
+        if len(self.train) < 2:  # nothing to count per set: one run, one run id, with or without it
+            object.__setattr__(self, "crops_per_set", False)
         check_number("min_steps", self.min_steps, minimum=0, integer=True)
         check_number("val_every", self.val_every, minimum=1, integer=True)
         if self.max_minutes is not None:
@@ -295,6 +306,8 @@ class TrainConfig(Settings):
             d[key] = list(d[key]) if d[key] is not None else None
         if d["train_threads"] is None:  # unset, it is not in the file: configs and study run ids stay as they were
             del d["train_threads"]
+        if not d["crops_per_set"]:  # likewise: run ids from before it existed stay valid
+            del d["crops_per_set"]
         return d
 
     @classmethod

@@ -51,3 +51,13 @@ def test_study_config_error_names_the_key(tmp_path, capsys):
                                    "defaults": {"epoch": 2}}))
     assert main(["study", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "unknown run setting key 'epoch' (did you mean 'epochs'?)" in capsys.readouterr().err
+
+
+def test_crops_per_set_flag_reaches_the_config():
+    from emfm.cli import build_parser
+    from emfm.cli.train import build_config
+
+    argv = ["train", "--backbone", "b", "--train", "lucchi_pp,vnc", "--crop", "224"]
+    parser = build_parser()
+    assert build_config(parser.parse_args([*argv, "--crops-per-set"])).crops_per_set is True
+    assert build_config(parser.parse_args(argv)).crops_per_set is False

@@ -101,3 +101,27 @@ def test_crop_and_tile_must_sit_on_the_patch_lattice(bad, tiny_backbone_dir, dat
                                     "cache_dir": str(tmp_path / "c"), **bad})
     with pytest.raises(ConfigError, match="multiple of the patch size"):
         train_run(config, tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("align", ["none", "mixed"])
+def test_crops_per_set_gives_each_training_set_its_single_set_share(align, tiny_backbone_dir, datasets, tmp_path):
+    """With crops_per_set a joint epoch holds crops_per_epoch crops of each set (mixed: exactly; none: as many
+    in all), so each set is seen as often as in its own run; without it the sets share crops_per_epoch."""
+    from emfm.config import TrainConfig
+    from emfm.runsets import load_stacks
+    from emfm.train.fit import make_loaders
+    from emfm.train.run import prepare, resolve, resolve_config
+
+    def loader_sources(**kw) -> list[int]:
+        cfg = resolve_config(TrainConfig.from_dict(dict(
+            backbone=str(tiny_backbone_dir), train=list(datasets), resolution=56, crop=28, crops_per_epoch=6,
+            batch_size=2, align=align, cache_dir=str(tmp_path / "cache"), **kw)))
+        data = load_stacks(cfg, progress=False)
+        plan = resolve(cfg, data)
+        loader, _, _ = make_loaders(plan, data, prepare(plan, data, progress=False), packed=False)
+        return [int(s) for batch in loader for s in (item["source"] for item in batch)]
+
+    shared, per_set = loader_sources(), loader_sources(crops_per_set=True)
+    assert len(shared) == 6 and len(per_set) == 12
+    if align == "mixed":
+        assert per_set.count(0) == per_set.count(1) == 6 and shared.count(0) == shared.count(1) == 3

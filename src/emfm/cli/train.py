@@ -112,6 +112,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for dest, (flag, typ, text, choices) in adapter_flags().items():
         p.add_argument(flag, dest=dest, type=typ, default=None, choices=choices, help=text)
     p.add_argument("--balance", action="store_true", default=None, help="sample the training sets equally")
+    p.add_argument("--crops-per-set", action="store_true", default=None,
+                   help="--crops-per-epoch counts each training set's crops (a joint run sees each set as often as "
+                        "its single-set run does)")
     p.add_argument("--intensity-augment", action="store_true", default=None,
                    help="random contrast, noise and blur on pixels the model sees live (pixel heads, LoRA)")
     p.add_argument("--grad-checkpointing", action="store_true", default=None,
@@ -148,6 +151,8 @@ def build_config(args: argparse.Namespace):
             data[name] = value
     if args.balance:
         data["balance"] = True
+    if args.crops_per_set:
+        data["crops_per_set"] = True
     if args.intensity_augment:
         data["intensity_augment"] = True
     if args.grad_checkpointing:

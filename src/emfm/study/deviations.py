@@ -62,7 +62,8 @@ def _input(cfg: TrainConfig) -> str:
 
 
 def _training_data(cfg: TrainConfig) -> str:
-    parts = [f"random {cfg.crop} px crops ({cfg.crops_per_epoch} an epoch)" if cfg.crop else "whole slices"]
+    per = " per training set" if cfg.crops_per_set else ""
+    parts = [f"random {cfg.crop} px crops ({cfg.crops_per_epoch} an epoch{per})" if cfg.crop else "whole slices"]
     parts.append(f"augmentation {'+'.join(cfg.augment)}" if cfg.augment else "no augmentation")
     if cfg.intensity_augment:
         parts.append("intensity jitter")

@@ -18,6 +18,7 @@ from emfm.distributed import per_device_batch, world_size
 from emfm.errors import ConfigError
 
 if TYPE_CHECKING:
+    from emfm.config import TrainConfig
     from emfm.train._lightning import EpochHook
     from emfm.train.run import Model, Plan, RunData
 
@@ -108,11 +109,16 @@ def training_items(plan: Plan, data: RunData, model: Model, kind: str):
         # Intensity changes only where pixels are computed live (see emfm.train.augment).
         intensity = IntensityAugment() if cfg.intensity_augment and want_pixels else None
         return CropItems(
-            sources, crop=cfg.crop, patch=plan.preprocessing.patch_size, length=cfg.crops_per_epoch,
+            sources, crop=cfg.crop, patch=plan.preprocessing.patch_size, length=crops_in_epoch(cfg, len(data.train)),
             preprocessing=plan.preprocessing, want_pixels=want_pixels, intensity=intensity, balance=cfg.balance,
             mixed=plan.alignment.mixed_batches and len(data.train) > 1, seed=cfg.seed,
         )
     return WholeItems(sources, preprocessing=plan.preprocessing, want_pixels=want_pixels)
+
+
+def crops_in_epoch(cfg: TrainConfig, n_sets: int) -> int:
+    """Random crops an epoch: ``crops_per_epoch``, times the number of training sets with ``crops_per_set``."""
+    return cfg.crops_per_epoch * (n_sets if cfg.crops_per_set else 1)
 
 
 def cache_only(plan: Plan, model: Model) -> bool:
