@@ -11,9 +11,15 @@ path (preprocessing, tiling, stitching included) for every shape emfm uses, in G
 - The shapes: a Lucchi++ slice resized to 518 px (378 x 518), a batch of 518 px tiles of a native-scale slice
   (emfm's tiled path, ``ENCODE_BATCH`` tiles per backbone call) and the slice at 1022 px (756 x 1022), each
   through :func:`emfm.features.encode_slice` in inference mode; median of ``--repeats`` after a warm-up.
+- The precisions: fp32 (emfm's default) and, where the CPU has native bf16, bf16 autocast, which is what a run
+  with ``--precision auto`` (or ``bf16``) encodes its feature cache in (:func:`emfm.hardware.precision_autocast`).
+  Their repeats alternate, so a slower minute of a shared machine falls on both alike.
 
-The last line is ``encode: <GFLOP/s> = <ratio> of the matmul peak`` for the slowest shape (the figure every
-shape reaches). Measure on an idle machine: another process on the same cores halves either number.
+The last two lines give the slowest shape (the figure every shape reaches) against the fp32 matmul peak: fp32
+encode, then ``encode: <GFLOP/s> = <ratio> of the matmul peak`` in the precision ``--precision auto`` takes here
+(fp32 on a CPU without native bf16). The peak is measured again after the encodes and the higher one kept, so a
+machine that sped up midway cannot flatter the ratio. Measure on an idle machine: another process on the same
+cores halves either number.
 
 ``--compile`` then times every shape again with the backbone's transformer under ``torch.compile`` (inductor,
 static shapes, compiled once per shape outside the timing) and prints each shape's compiled/eager speed-up
@@ -28,6 +34,7 @@ RANDOM backbone on a synthetic slice (and says so).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,12 +43,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from emfm.features import ENCODE_BATCH, encode_slice
-from emfm.hardware import cpu_native_bf16, describe_hardware, hardware_summary
+from emfm.hardware import describe_hardware, hardware_summary, precision_autocast, resolve_precision
 from emfm.tiled import plan_tiles
 from emfm.transforms import Preprocessing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling tiled_encode.py
 MATMUL_SIZES = (1024, 2048, 3072)
+NAMES = {"32": "fp32", "bf16": "bf16 autocast"}
 
 
 def matmul_peak(dtype: torch.dtype, repeats: int) -> tuple[float, int]:
@@ -103,6 +111,45 @@ def compiled_speedups(backbone, encoders: dict[str, tuple[Callable[[], object], 
         backbone.model = model
 
 
+def timed_precisions(encode: Callable[[], object], precisions: list[str], repeats: int) -> dict[str, float]:
+    """The median seconds of ``encode`` in each precision, repeats alternating between them, so that a slower
+    minute of a shared machine falls on every precision alike, not on one."""
+    import time
+
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    for _ in range(repeats + 1):  # the first round warms up (allocations, kernel selection) and is dropped
+        for precision in precisions:
+            with torch.inference_mode(), precision_autocast(precision, "cpu"):
+                start = time.perf_counter()
+                encode()
+                times[precision].append(time.perf_counter() - start)
+    return {p: statistics.median(t[1:]) for p, t in times.items()}
+
+
+def shapes_to_encode(backbone, image) -> dict[str, tuple[Callable[[], object], str]]:
+    """Every shape emfm encodes, as an encode of the slice through emfm's own path and its size in words."""
+    p = backbone.patch_size
+    preps = {
+        "slice at 518 px": (Preprocessing(518, p), 1),
+        f"tiles of 518 px, native scale, {ENCODE_BATCH} a call": (
+            Preprocessing(1022, p, scale=1.0, tile=518, overlap=70), ENCODE_BATCH),
+        "slice at 1022 px": (Preprocessing(1022, p), 1),
+    }
+    out = {}
+    for label, (prep, batch) in preps.items():
+        pixels = prep.pixels(image)
+        shape = tuple(pixels.shape[-2:])
+        text = f"{shape[0]} x {shape[1]}"
+        if prep.tile:
+            text += f" in {len(plan_tiles(*shape, tile=prep.tile, overlap=prep.overlap, patch=p))} tiles"
+
+        def encode(pixels=pixels, prep=prep, batch=batch):
+            return encode_slice(backbone, pixels, prep, batch_size=batch)
+
+        out[label] = (encode, text)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -110,53 +157,48 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time each shape under torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from tiled_encode import load_inputs, timed  # the real backbone and a Lucchi++ slice, or a tiny random stand-in
+    from tiled_encode import load_inputs  # the real backbone and a Lucchi++ slice, or a tiny random stand-in
 
     backbone, image, what = load_inputs()
     hardware = describe_hardware()
+    auto, _ = resolve_precision("auto", "cpu", hardware)  # what --precision auto encodes in here
     print(f"{what}\n{hardware_summary(hardware)}\n")
 
     peak, n = matmul_peak(torch.float32, args.repeats)
     print(f"fp32 matmul peak: {peak:7.1f} GFLOP/s (square {n})")
-    if cpu_native_bf16(hardware):
-        bf16, n16 = matmul_peak(torch.bfloat16, args.repeats)
-        print(f"bf16 matmul peak: {bf16:7.1f} GFLOP/s (square {n16}; native bf16)")
+    peaks = {"32": peak}
+    if auto == "bf16":
+        peaks["bf16"], n16 = matmul_peak(torch.bfloat16, args.repeats)
+        print(f"bf16 matmul peak: {peaks['bf16']:7.1f} GFLOP/s (square {n16}; native bf16)")
     else:
         print("bf16 matmul peak: not measured (no native bf16 on this CPU: emfm trains and encodes in fp32 here)")
 
-    p = backbone.patch_size
-    shapes = {
-        "slice at 518 px": (Preprocessing(518, p), 1),
-        f"tiles of 518 px, native scale, {ENCODE_BATCH} a call": (
-            Preprocessing(1022, p, scale=1.0, tile=518, overlap=70), ENCODE_BATCH),
-        "slice at 1022 px": (Preprocessing(1022, p), 1),
-    }
-    ratios, encoders = [], {}
-    print()
-    for label, (prep, batch) in shapes.items():
-        pixels = prep.pixels(image)
-        shape = tuple(pixels.shape[-2:])
-        if prep.tile:
-            layout = plan_tiles(*shape, tile=prep.tile, overlap=prep.overlap, patch=p)
-            shape_text = f"{shape[0]} x {shape[1]} in {len(layout)} tiles"
-        else:
-            shape_text = f"{shape[0]} x {shape[1]}"
-
-        def encode(pixels=pixels, prep=prep, batch=batch):
-            return encode_slice(backbone, pixels, prep, batch_size=batch)
-
+    precisions = sorted(peaks, key=lambda p: p != "32")
+    rates: dict[str, list[float]] = {p: [] for p in precisions}
+    encoders = {}
+    print(f"\nemfm's encode path; {' and '.join(NAMES[p] for p in precisions)}, repeats alternating")
+    for label, (encode, shape_text) in shapes_to_encode(backbone, image).items():
         with torch.inference_mode():
             flops = model_flops(encode)
-            seconds = timed(encode, args.repeats)
-        encoders[label] = (encode, seconds)
-        rate = flops / seconds / 1e9
-        ratios.append((rate, rate / peak))
-        print(f"{label:38s} {shape_text:24s} {flops / 1e9:7.1f} GFLOP  {seconds:6.2f} s  {rate:7.1f} GFLOP/s  "
-              f"{rate / peak:.2f} of peak")
+        seconds = timed_precisions(encode, precisions, args.repeats)
+        encoders[label] = (encode, seconds["32"])
+        for precision in precisions:
+            rate = flops / seconds[precision] / 1e9
+            rates[precision].append(rate)
+            own = f", {rate / peaks[precision]:.2f} of the bf16 peak" if precision != "32" else ""
+            print(f"{label:38s} {shape_text:22s} {NAMES[precision]:13s} {flops / 1e9:6.1f} GFLOP "
+                  f"{seconds[precision]:6.2f} s {rate:7.1f} GFLOP/s  {rate / peak:.2f} of the fp32 peak{own}")
     if args.compile:
         compiled_speedups(backbone, encoders, args.repeats)
-    rate, ratio = min(ratios)
-    print(f"\nencode: {rate:.1f} GFLOP/s = {ratio:.2f} of the matmul peak")
+    again, _ = matmul_peak(torch.float32, args.repeats)  # the machine may have sped up since: keep the higher
+    if again > peak:
+        print(f"\nfp32 matmul peak measured again after the encodes: {again:.1f} GFLOP/s; ratios below use it")
+        peak = again
+    print(f"\nfp32 encode, slowest shape: {min(rates['32']):.1f} GFLOP/s = {min(rates['32']) / peak:.2f} "
+          f"of the fp32 matmul peak")
+    rate = min(rates[auto])
+    print(f"encode: {rate:.1f} GFLOP/s = {rate / peak:.2f} of the matmul peak "
+          f"(the fp32 peak; {NAMES[auto]}, as --precision auto encodes on this machine; slowest shape)")
 
 
 if __name__ == "__main__":

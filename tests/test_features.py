@@ -108,3 +108,52 @@ def test_key_changes_with_the_backbone_config_and_the_feature_code(tmp_path, tin
     # where the config came from is not part of it
     backbone.model.config._name_or_path = "/somewhere/else"
     assert features.feature_spec(backbone, prep).config_id == changed_config.config_id
+
+
+class DtypeRecordingBackbone(CountingBackbone):
+    """Records the dtype its convolution computed in: bf16 under a bf16 autocast, fp32 outside one."""
+
+    def encode(self, pixels, layers=None):
+        out = super().encode(pixels, layers)
+        self.dtypes = getattr(self, "dtypes", []) + [out.patch_grid.dtype]
+        return out
+
+
+def test_fp32_keys_are_unchanged_by_the_precision_field_and_bf16_gets_its_own():
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from emfm.features import feature_spec
+    from emfm.transforms import Preprocessing
+
+    bb, prep = CountingBackbone(), Preprocessing(42, 14)
+    fp32, bf16 = feature_spec(bb, prep), feature_spec(bb, prep, precision="bf16")
+    before = {k: v for k, v in asdict(fp32).items() if k not in ("precision", "tiling", "variant")}
+    blob = json.dumps({**before, "image": "img"}, sort_keys=True).encode()
+    assert fp32.key("img") == hashlib.sha256(blob).hexdigest()  # the key fp32 entries had before the field
+    assert bf16.key("img") != fp32.key("img") != feature_spec(bb, prep, precision="16").key("img")
+
+
+def test_a_bf16_encode_runs_under_autocast_into_entries_of_its_own(tmp_path):
+    torch.manual_seed(0)
+    bb, cache, st = DtypeRecordingBackbone(), FeatureCache(tmp_path), stack()
+    fp32 = encode_stack(bb, st, resolution=42, cache=cache, progress=False)
+    bf16 = encode_stack(bb, st, resolution=42, cache=cache, precision="bf16", progress=False)
+    assert bb.dtypes == [torch.float32, torch.bfloat16] and len(list(tmp_path.rglob("*.safetensors"))) == 6
+    assert all(g.dtype == torch.float32 for g in bf16.grids)  # stored as fp32, whatever computed them
+    for a, b in zip(fp32.grids, bf16.grids):
+        assert not torch.equal(a, b) and torch.allclose(a, b, rtol=2e-2, atol=2e-2 * a.abs().max().item())
+    again = encode_stack(bb, st, resolution=42, cache=cache, precision="bf16", progress=False)
+    assert bb.calls == 2 and again.n_cached == 3 and all(torch.equal(a, b) for a, b in zip(bf16.grids, again.grids))
+    assert not torch.is_autocast_enabled("cpu")  # nothing left switched on
+
+
+@pytest.mark.parametrize("bad", ["auto", "fp32", "bf"])
+def test_an_unresolved_precision_is_refused_before_any_encoding(tmp_path, bad):
+    from emfm.errors import ConfigError
+
+    bb = CountingBackbone()
+    with pytest.raises(ConfigError, match="resolved precision"):
+        encode_stack(bb, stack(1), resolution=42, cache=FeatureCache(tmp_path), precision=bad, progress=False)
+    assert bb.calls == 0 and not list(tmp_path.rglob("*.safetensors"))

@@ -173,3 +173,23 @@ def test_describe_hardware_is_json_ready_and_reads_threads_at_each_call():
     finally:
         torch.set_num_threads(before)
     assert isinstance(hardware_summary(hw), str)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("16", torch.float16)])
+def test_precision_autocast_computes_in_the_resolved_dtype(precision, dtype):
+    from emfm.hardware import precision_autocast
+
+    layer = torch.nn.Linear(4, 4)
+    with precision_autocast(precision, "cpu"):
+        assert torch.is_autocast_enabled("cpu") and layer(torch.ones(1, 4)).dtype == dtype
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_precision_autocast_leaves_fp32_alone_and_refuses_unresolved_names():
+    from emfm.hardware import precision_autocast
+
+    with precision_autocast("32", torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
+        assert torch.nn.Linear(4, 4)(torch.ones(1, 4)).dtype == torch.float32
+    with pytest.raises(ConfigError, match="resolve 'auto'"):
+        precision_autocast("auto", "cpu")

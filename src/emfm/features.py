@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from emfm._io import atomic_path
 from emfm.distributed import launcher_share
 from emfm.errors import CacheError, ConfigError
+from emfm.hardware import precision_autocast
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +43,9 @@ ENCODE_BATCH = 4
 class FeatureSpec:
     """Everything besides the image that determines a backbone's features.
 
-    ``tiling`` (native-scale tiles) and ``variant`` (a flipped or rotated slice) are left out of the
-    key when unused, so whole-slice entries keep the keys they had before either existed.
+    ``tiling`` (native-scale tiles), ``variant`` (a flipped or rotated slice) and ``precision`` (an encode
+    under bf16 or fp16 autocast, whose features differ from fp32's in the third digit) are left out of the
+    key when unused, so whole-slice fp32 entries keep the keys they had before any of them existed.
     """
 
     backbone: str
@@ -57,6 +59,7 @@ class FeatureSpec:
     variant: str = "identity"
     config_id: str = "none"
     code_id: str = ""
+    precision: str = "32"
 
     def key(self, image_digest: str) -> str:
         fields = asdict(self)
@@ -64,6 +67,8 @@ class FeatureSpec:
             del fields["tiling"]
         if fields["variant"] == "identity":
             del fields["variant"]
+        if fields["precision"] == "32":
+            del fields["precision"]
         blob = json.dumps({**fields, "image": image_digest}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -188,12 +193,15 @@ def feature_code_id() -> str:
     return digest.hexdigest()[:16]
 
 
-def feature_spec(backbone: Backbone, preprocessing: Preprocessing, variant: str = "identity") -> FeatureSpec:
+def feature_spec(
+    backbone: Backbone, preprocessing: Preprocessing, variant: str = "identity", precision: str = "32"
+) -> FeatureSpec:
     fields = preprocessing.cache_fields()
     return FeatureSpec(
         backbone=backbone.name, weights_id=backbone.weights_id, resolution=fields["resolution"],
         mean=fields["mean"], std=fields["std"], intensity=fields["intensity"], tiling=fields.get("tiling"),
         variant=variant, config_id=getattr(backbone, "config_id", "none"), code_id=feature_code_id(),
+        precision=str(precision),
     )
 
 
@@ -277,6 +285,7 @@ def encode_stack(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     intensity: str = "dtype",
+    precision: str = "32",
     progress: bool = True,
 ) -> StackFeatures:
     """Encode every slice of ``stack`` with a frozen backbone, through the cache when one is given.
@@ -292,7 +301,12 @@ def encode_stack(
         cache: where to read and write features; None computes everything.
         batch_size: slices per backbone call (slices of one size are batched together); a tiled slice
             goes alone, its tiles ``batch_size`` per call.
+        precision: a resolved precision (:func:`emfm.hardware.resolve_precision`): ``"32"`` encodes in
+            fp32; ``"bf16"`` or ``"16"`` under that autocast, into cache entries of their own.
         progress: show a progress bar.
+
+    Raises:
+        ConfigError: a batch size below 1, or a precision that is not a resolved one.
     """
     import torch
     from tqdm.auto import tqdm
@@ -307,7 +321,9 @@ def encode_stack(
     prep = preprocessing
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1 slice per backbone call, got {batch_size}")
-    spec = feature_spec(backbone, prep, variant)
+    device = next(backbone.parameters()).device
+    autocast = precision_autocast(precision, device)  # checks the precision before any work
+    spec = feature_spec(backbone, prep, variant, precision)
     wanted_layers = sorted({int(i) for i in layers})
     names = ["grid", "cls", *(f"layer_{j}" for j in wanted_layers)]
     images = [geometric_variant(img, variant) for img in stack.images] if variant != "identity" else stack.images
@@ -322,7 +338,7 @@ def encode_stack(
     bar = tqdm(total=len(todo), desc=f"encoding {stack.dataset}/{stack.split}", disable=not progress or not todo)
     was_training = backbone.training
     backbone.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for chunk in _batches(todo, sizes, batch_size, prep.tiled):
             _encode_chunk(backbone, chunk, images, sizes, prep, cache, keys, names, wanted_layers, entries, batch_size)
             bar.update(len(chunk))

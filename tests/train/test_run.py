@@ -171,6 +171,21 @@ def test_bf16_autocast_trains_and_scores(tiny_backbone_dir, datasets, tmp_path, 
     assert np.isfinite(m["train"][0]["train_loss"])
 
 
+def test_a_frozen_bf16_run_encodes_in_bf16_into_cache_entries_apart_from_fp32(
+    tiny_backbone_dir, datasets, tmp_path, on_cpu
+):
+    a, _ = datasets
+    on_cpu("avx2", "avx512f", "amx_bf16", "amx_tile")
+    bf16 = train_run(config(tiny_backbone_dir, a, tmp_path, precision="auto", epochs=1), tmp_path / "bf16",
+                     progress=False)
+    assert bf16["run"]["precision"] == "bf16" and bf16["features"]["cached"] == 0
+    fp32 = train_run(config(tiny_backbone_dir, a, tmp_path, epochs=1), tmp_path / "fp32", progress=False)
+    assert fp32["features"]["cached"] == 0  # the bf16 entries are not served to an fp32 run
+    again = train_run(config(tiny_backbone_dir, a, tmp_path, precision="bf16", epochs=1), tmp_path / "bf16-again",
+                      progress=False)
+    assert again["features"]["computed"] == 0 and again["test"][a]["fg_iou"] == bf16["test"][a]["fg_iou"]
+
+
 def test_bf16_on_a_cpu_without_native_bf16_trains_in_fp32_with_the_note(
     tiny_backbone_dir, datasets, tmp_path, on_cpu, caplog
 ):

@@ -126,7 +126,8 @@ class Model:
 
 
 def encode_all(plan: Plan, data: RunData, *, progress: bool) -> tuple[dict[str, Any], dict[str, int]]:
-    """Features of every train, val and test slice through the on-disk cache (frozen backbones)."""
+    """Features of every train, val and test slice through the on-disk cache (frozen backbones), encoded in
+    the run's resolved precision (fp32 unless the run asked for bf16 or auto where the hardware has it)."""
     from emfm.features import FeatureCache, encode_stack
     from emfm.paths import cache_root
 
@@ -140,7 +141,7 @@ def encode_all(plan: Plan, data: RunData, *, progress: bool) -> tuple[dict[str, 
     for key, stack, variant in jobs:
         f = encode_stack(
             plan.backbone, stack, preprocessing=plan.preprocessing, variant=variant, cache=cache,
-            layers=plan.intermediate_layers, progress=progress,
+            layers=plan.intermediate_layers, precision=plan.precision, progress=progress,
         )
         counts["computed"] += f.n_computed
         counts["cached"] += f.n_cached
