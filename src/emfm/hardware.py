@@ -238,8 +238,8 @@ def precision_autocast(precision: str, device: str | torch.device) -> contextlib
 
     Encoding for the feature cache runs outside Lightning, whose precision plugin autocasts training
     steps only; this gives the encode the same mixed precision, so ``--precision auto`` encodes in bf16
-    where the hardware has it (measured here, AMX: a 756 x 1022 slice 2.4x faster than fp32) and a
-    default run stays in fp32 to the bit.
+    where the hardware has it (measured on an AMX Xeon, ``benchmarks/encode.py``: 1.8-2.6x faster than fp32
+    for the shapes emfm encodes) and a default run stays in fp32 to the bit.
 
     Args:
         precision: ``"32"`` (no autocast), ``"bf16"`` or ``"16"``, as :func:`resolve_precision` returns.
