@@ -24,10 +24,9 @@ CASES = {
 
 def planned(backbone, datasets, tmp_path, *, joint: bool = False, **kw):
     a, b = datasets
-    cfg = TrainConfig.from_dict(dict(
-        backbone=str(backbone), train=[a, b] if joint else [a], test=[a], resolution=56, epochs=3, lr=1e-2,
-        patience=0, min_steps=0, cache_dir=str(tmp_path / "cache"), **kw,
-    ))
+    settings = dict(resolution=56, epochs=3, lr=1e-2, patience=0, min_steps=0, cache_dir=str(tmp_path / "cache"))
+    settings.update(kw)  # a test may change any of these
+    cfg = TrainConfig.from_dict(dict(backbone=str(backbone), train=[a, b] if joint else [a], test=[a], **settings))
     cfg = resolve_config(cfg)
     data = load_stacks(cfg, progress=False)
     plan = resolve(cfg, data)

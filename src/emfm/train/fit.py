@@ -127,6 +127,18 @@ def cache_only(plan: Plan, model: Model) -> bool:
     return bool(plan.adapter.uses_cached_features and model.features and not model.segmenter.needs_pixels)
 
 
+def packs(plan: Plan, model: Model, packed: bool | None) -> bool:
+    """Whether the run's batches are cut from a bank of cached grids: asked for (None: whenever it can be) and
+    possible (:func:`cache_only`)."""
+    return cache_only(plan, model) if packed is None else bool(packed) and cache_only(plan, model)
+
+
+def whole_epochs(plan: Plan, model: Model, packed: bool | None) -> bool:
+    """Whether Lightning gets each epoch as one step (:class:`~emfm.train.bank.OneCallPerEpoch`): packed batches
+    on one process. Under DDP each process's batches and gradients go through Lightning's own step."""
+    return packs(plan, model, packed) and world_size(plan.config.devices, plan.config.num_nodes) == 1
+
+
 def training_threads(plan: Plan, model: Model) -> int | None:
     """torch's intra-op threads for training: the config's ``train_threads``, else None (torch's default).
 
@@ -185,7 +197,7 @@ def make_loaders(plan: Plan, data: RunData, model: Model, *, packed: bool | None
 
     cfg = plan.config
     train_items, val_items = training_items(plan, data, model, "train"), training_items(plan, data, model, "val")
-    packed = cache_only(plan, model) if packed is None else packed and cache_only(plan, model)
+    packed = packs(plan, model, packed)
     collate: Any = list_collate
     if packed:
         from emfm.train.bank import BankItems, GridBank
@@ -260,11 +272,13 @@ def _strategy(cfg: Any) -> Any:
 
 def fit(
     plan: Plan, data: RunData, model: Model, *, progress: bool, on_epoch: EpochHook | None = None,
-    packed: bool | None = None,
+    packed: bool | None = None, one_call_per_epoch: bool | None = None,
 ) -> Fitted:
     """Train the segmenter's trainable parameters (head, adapter) with Lightning; ``on_epoch`` hears of
     each epoch as it starts (a study's progress line). ``packed`` picks how batches are made
-    (:func:`make_loaders`) and :func:`training_threads` how many threads run them; neither changes the result."""
+    (:func:`make_loaders`), ``one_call_per_epoch`` whether packed batches reach Lightning an epoch at a time
+    (None: :func:`whole_epochs`; only packed batches can) and :func:`training_threads` how many threads run
+    them; none of them changes the result."""
     import lightning as L
 
     from emfm.train.module import History, KeepBest, NewCropsEachEpoch, SegmentationModule
@@ -283,9 +297,18 @@ def fit(
     # The head trains in train mode (BatchNorm on batch statistics) whatever an earlier evaluation left it in:
     # Lightning keeps each submodule's mode as it finds it, so a second fit of one model would otherwise differ.
     model.segmenter.head.train()
+    one_call = whole_epochs(plan, model, packed) if one_call_per_epoch is None else one_call_per_epoch
+    if one_call and not packs(plan, model, packed):
+        raise ValueError("one call per epoch needs packed batches (cache-only training: a frozen backbone and a "
+                         "head without pixels)")
+    if one_call:
+        from emfm.train.bank import OneCallPerEpoch
+
+        train_loader = OneCallPerEpoch(train_loader)
     module = SegmentationModule(
         model.segmenter, lr=plan.lr, weight_decay=cfg.weight_decay, loss=cfg.loss, alignment=plan.alignment,
-        lr_schedule=cfg.lr_schedule,
+        lr_schedule=cfg.lr_schedule, whole_epochs=len(train_loader.loader) if one_call else None,
+        grad_clip=cfg.grad_clip if one_call else None,
     )
     keep, history = KeepBest(), History()
     callbacks: list[L.Callback] = [keep, history, NewCropsEachEpoch()]
@@ -301,7 +324,8 @@ def fit(
         max_epochs=cfg.epochs, min_steps=cfg.min_steps or None, accelerator="auto", devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
         precision=plan.lightning_precision,
-        gradient_clip_val=cfg.grad_clip or None, callbacks=callbacks, logger=False, enable_checkpointing=False,
+        gradient_clip_val=None if one_call else cfg.grad_clip or None,  # one call per epoch: the module clips
+        callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         check_val_every_n_epoch=cfg.val_every,
         # A time budget (Lightning's max_time) ends training like the last epoch would: the best weights are kept.

@@ -12,6 +12,7 @@ import torch
 
 from emfm.evaluate.metrics import dice_loss
 from emfm.models.segmenter import Segmenter
+from emfm.train.bank import WholeEpoch
 from emfm.train.datasets import PackedBatch, PackedGroup, pack_items
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,17 @@ class SegmentationModule(L.LightningModule):
 
     def __init__(
         self, segmenter: Segmenter, *, lr: float, weight_decay: float, loss: str = "dice", alignment=None,
-        lr_schedule: str = "constant",
+        lr_schedule: str = "constant", whole_epochs: int | None = None, grad_clip: float | None = None,
     ) -> None:
+        """``whole_epochs``: the number of batches an epoch holds when the train loader hands the module whole
+        epochs (:class:`~emfm.train.bank.OneCallPerEpoch`, cache-only training on one process); the module then
+        steps its optimiser itself (manual optimisation) and clips gradients to ``grad_clip`` as the Trainer
+        would. None: one batch per step, optimised by Lightning."""
         super().__init__()
+        self.whole_epochs = whole_epochs
+        self.grad_clip = grad_clip
+        if whole_epochs is not None:
+            self.automatic_optimization = False
         self.segmenter = segmenter
         self.lr = lr
         self.lr_schedule = lr_schedule
@@ -154,12 +163,53 @@ class SegmentationModule(L.LightningModule):
             counts[k] = sum(targets[i].numel() for i in mine)
         return self.alignment.combine(losses, counts)
 
-    def training_step(self, batch: list[dict] | PackedBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: list[dict] | PackedBatch | WholeEpoch, batch_idx: int) -> torch.Tensor:
+        if isinstance(batch, WholeEpoch):
+            return self._train_whole_epoch(batch)
         loss = self.loss(batch, align_features=True)
         # sync_dist: under DDP each process logs the mean over all of them, so early stopping and the kept
         # epoch are decided alike everywhere (a no-op on one process)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True, sync_dist=True)
         return loss
+
+    def _train_whole_epoch(self, epoch: WholeEpoch) -> torch.Tensor:
+        """Every optimiser step of an epoch in one Lightning step, in the order Lightning's automatic
+        optimisation runs them (forward, zero the gradients, backward, clip, step, then the schedule), so the
+        weights come out the same to the bit. The epoch's loss is summed as Lightning's epoch mean sums it
+        (a float32 total of loss x batch size, over the count) and logged once."""
+        optimizer = self.optimizers()
+        schedule = self.lr_schedulers() if self.lr_schedule != "constant" else None
+        total, count = None, 0
+        for batch in epoch:
+            if self._may_stop_now():
+                break
+            batch = batch.to(self.device)
+            loss = self.loss(batch, align_features=True)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            if self.grad_clip:
+                self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            value = loss.detach().float() * len(batch)
+            total = value if total is None else total + value
+            count += len(batch)
+        mean = total / count
+        self.log("train_loss", mean, on_step=False, on_epoch=True, batch_size=1, prog_bar=True, sync_dist=True)
+        return mean
+
+    def _may_stop_now(self) -> bool:
+        """Lightning's test before each batch of an epoch (its epoch loop's ``done``): early stopping asked to
+        stop and ``min_epochs`` and ``min_steps`` are met. An epoch handed over whole must end where Lightning's
+        would: mid-epoch, at the step that meets ``min_steps`` after early stopping fired."""
+        trainer = self.trainer
+        if not trainer.should_stop:
+            return False
+        loop = trainer.fit_loop
+        epochs_met = not loop.min_epochs or trainer.current_epoch >= loop.min_epochs
+        steps_met = not loop.min_steps or trainer.global_step >= loop.min_steps
+        return epochs_met and steps_met
 
     def validation_step(self, batch: list[dict] | PackedBatch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -173,7 +223,12 @@ class SegmentationModule(L.LightningModule):
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.lr_schedule == "constant":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        # whole epochs: Lightning counts one step an epoch, the optimiser takes ``whole_epochs`` of them
+        if self.whole_epochs:
+            steps = self.whole_epochs * int(self.trainer.max_epochs)
+        else:
+            steps = self.trainer.estimated_stepping_batches
+        total = max(1, int(steps))
         schedule = cosine_with_warmup(optimizer, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
