@@ -33,17 +33,26 @@ def planned(backbone, datasets, tmp_path, *, joint: bool = False, **kw):
     return plan, data, prepare(plan, data, progress=False)
 
 
+def head_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.segmenter.head.state_dict().items()}
+
+
+def fitted_from(start: dict, plan, data, model, **fit_kwargs):
+    """Fit from the head state ``start`` and the run's seed; the Fitted and the head's weights after it."""
+    model.segmenter.head.load_state_dict(start)
+    torch.manual_seed(plan.config.seed)
+    fitted = fit(plan, data, model, progress=False, **fit_kwargs)
+    return fitted, head_state(model)
+
+
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_packed_training_gives_the_item_paths_curve_and_weights(tiny_backbone_dir, datasets, tmp_path, case):
     plan, data, model = planned(tiny_backbone_dir, datasets, tmp_path, **CASES[case])
     assert cache_only(plan, model)
-    start = {k: v.clone() for k, v in model.segmenter.head.state_dict().items()}
+    start = head_state(model)
     results = {}
     for packed in (False, True):
-        model.segmenter.head.load_state_dict(start)
-        torch.manual_seed(plan.config.seed)
-        fitted = fit(plan, data, model, progress=False, packed=packed)
-        weights = {k: v.clone() for k, v in model.segmenter.head.state_dict().items()}
+        fitted, weights = fitted_from(start, plan, data, model, packed=packed)
         results[packed] = ([{k: row[k] for k in ("train_loss", "val_loss") if k in row} for row in fitted.history],
                            weights)
     (item_curve, item_weights), (packed_curve, packed_weights) = results[False], results[True]

@@ -11,7 +11,7 @@ import torch
 
 from emfm.train.bank import OneCallPerEpoch, WholeEpoch
 from emfm.train.fit import fit, make_loaders, whole_epochs
-from tests.train.test_bank import planned
+from tests.train.test_bank import fitted_from, head_state, planned
 
 CASES = {
     "whole slices, linear": dict(head="linear", batch_size=3),
@@ -25,14 +25,11 @@ CASES = {
 
 def fitted_both_ways(plan, data, model):
     """(history, best epoch, head weights) trained a step a call and an epoch a call, from the same start."""
-    start = {k: v.clone() for k, v in model.segmenter.head.state_dict().items()}
+    start = head_state(model)
     out = {}
     for one_call in (False, True):
-        model.segmenter.head.load_state_dict(start)
-        torch.manual_seed(plan.config.seed)
-        fitted = fit(plan, data, model, progress=False, one_call_per_epoch=one_call)
-        out[one_call] = (fitted.history, fitted.best_epoch,
-                         {k: v.clone() for k, v in model.segmenter.head.state_dict().items()})
+        fitted, weights = fitted_from(start, plan, data, model, one_call_per_epoch=one_call)
+        out[one_call] = (fitted.history, fitted.best_epoch, weights)
     return start, out[False], out[True]
 
 

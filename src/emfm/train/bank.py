@@ -188,10 +188,11 @@ class OneCallPerEpoch:
     """A train loader of packed batches seen by Lightning as one batch per epoch: a :class:`WholeEpoch`.
 
     Why: on a CPU a cache-only step of a small head is a few milliseconds of arithmetic, and Lightning's loop
-    around each step (hooks, logging, the optimiser closure) added about a third on top of it (measured:
-    149 Lucchi++ grids, linear head, 0.40 against 0.26-0.32 s an epoch at 224 px, 1.18 against 0.86-0.90 at
-    518). The module runs the epoch's optimiser steps itself (:meth:`SegmentationModule.training_step`, manual
-    optimisation) with the same order of operations, so the weights and losses are the same to the bit.
+    around each step (hooks, logging, the optimiser closure) added a good share on top of it (measured with
+    ``benchmarks/cached_training.py``, 149 Lucchi++ grids, linear head: 0.481 against 0.370 s an epoch at
+    224 px, 1.30x; 1.154 against 1.016 at 518 px, 1.14x). The module runs the epoch's optimiser steps itself
+    (:meth:`SegmentationModule.training_step`, manual optimisation) with the same order of operations, so the
+    weights and losses are the same to the bit.
     ``dataset`` and ``sampler`` are the loader's, so the per-epoch crop windows and batch order are set as before.
     """
 

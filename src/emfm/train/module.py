@@ -172,7 +172,7 @@ class SegmentationModule(L.LightningModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True, sync_dist=True)
         return loss
 
-    def _train_whole_epoch(self, epoch: WholeEpoch) -> torch.Tensor:
+    def _train_whole_epoch(self, epoch: WholeEpoch) -> torch.Tensor | None:
         """Every optimiser step of an epoch in one Lightning step, in the order Lightning's automatic
         optimisation runs them (forward, zero the gradients, backward, clip, step, then the schedule), so the
         weights come out the same to the bit. The epoch's loss is summed as Lightning's epoch mean sums it
@@ -195,6 +195,8 @@ class SegmentationModule(L.LightningModule):
             value = loss.detach().float() * len(batch)
             total = value if total is None else total + value
             count += len(batch)
+        if not count:  # stopped before its first step (Lightning itself would not have started the epoch)
+            return None
         mean = total / count
         self.log("train_loss", mean, on_step=False, on_epoch=True, batch_size=1, prog_bar=True, sync_dist=True)
         return mean
