@@ -67,3 +67,39 @@ def test_bad_methods_and_settings_write_nothing(method, settings, error, message
 
 def test_the_cli_names_the_registered_methods():
     assert tuple(ADAPT_METHODS.names()) == METHODS
+
+
+def test_a_bf16_run_is_adapted_on_bf16_features_read_from_the_entries_training_wrote(
+    tiny_backbone_dir, source_set, target_dir, tmp_path, monkeypatch
+):
+    """A frozen run trained with --precision bf16 where bf16 is native cached bf16 features: adapting it encodes
+    the target in bf16 too, and finds its training set's features in the entries training wrote."""
+    from emfm.adapt.source import encode_target, load_source_run
+    from emfm.adapt.target import load_target
+    from emfm.config import TrainConfig
+    from emfm.data import load_split
+    from emfm.features import encode_stack
+    from emfm.hardware import CPU_FLAGS, describe_hardware
+    from emfm.train.run import train_run
+
+    hw = describe_hardware()
+    hw["cpu"]["flags"] = {f: f in ("avx2", "avx512f", "amx_bf16", "amx_tile") for f in CPU_FLAGS}
+    monkeypatch.setattr("emfm.hardware.describe_hardware", lambda: {**hw, "gpu": None})
+    monkeypatch.setattr("emfm.hardware.training_device", lambda: "cpu")
+    run = tmp_path / "bf16-run"
+    train_run(TrainConfig.from_dict(dict(
+        backbone=str(tiny_backbone_dir), train=[source_set], test=[source_set], cache_dir=str(tmp_path / "cache"),
+        epochs=1, resolution=56, lr=1e-3, min_steps=0, batch_size=2, precision="bf16")), run, progress=False)
+    source = load_source_run(run)
+    assert source.encode_precision == "bf16"
+    prep, cache = source.info.preprocessing, source.cache
+    trained_on = load_split(source_set, "train", progress=False)
+    for precision, cached in (("bf16", len(trained_on)), ("32", 0)):  # training's entries are bf16 ones
+        f = encode_stack(source.backbone, trained_on, preprocessing=prep, cache=cache, precision=precision,
+                         progress=False)
+        assert f.n_cached == cached
+    target = load_target(f"folder:{target_dir}")
+    encoded = encode_target(source, target, progress=False)
+    again = encode_stack(source.backbone, target.stack(), preprocessing=prep, cache=cache, precision="bf16",
+                         progress=False)
+    assert encoded.n_computed == len(target) == again.n_cached

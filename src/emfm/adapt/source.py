@@ -54,6 +54,15 @@ class SourceRun:
         return bool(self.info.make_adapter().uses_cached_features)
 
     @property
+    def encode_precision(self) -> str:
+        """The precision the run's frozen features are encoded in on this machine: its ``precision`` setting as
+        training resolves it (fp32 unless it asked for bf16 or auto where the hardware has bf16), so that
+        adaptation reads the cache entries training wrote and encodes a target as training encoded its data."""
+        from emfm.hardware import resolve_precision
+
+        return resolve_precision(self.config.precision, self.device)[0]
+
+    @property
     def layers(self) -> tuple[int, ...]:
         """The blocks the head reads (0-based; older checkpoints name none: the final block)."""
         return tuple(self.info.layers) or (self.backbone.num_layers - 1,)
@@ -131,7 +140,8 @@ def encode_target(source: SourceRun, target: TargetSet, *, progress: bool = True
     backbone = source.backbone
     return encode_stack(
         backbone, target.stack(), preprocessing=source.info.preprocessing, cache=source.cache,
-        layers=source.segmenter.intermediate_layers(backbone.num_layers), progress=progress,
+        layers=source.segmenter.intermediate_layers(backbone.num_layers), precision=source.encode_precision,
+        progress=progress,
     )
 
 

@@ -130,7 +130,7 @@ def _features(source: SourceRun, plan: Any, stacks: dict[str, SliceStack], progr
     return {
         f"train:{name}:{variant}": encode_stack(
             plan.backbone, stack, preprocessing=plan.preprocessing, variant=variant, cache=source.cache,
-            layers=plan.intermediate_layers, progress=progress,
+            layers=plan.intermediate_layers, precision=source.encode_precision, progress=progress,
         )
         for name, stack in stacks.items()
         for variant in plan.variants
