@@ -65,7 +65,8 @@ _HELP = {
     "train_threads": "torch's intra-op threads while training (default: torch's); 1 can help a tiny head on a "
                      "machine shared with other work",
     "precision": "32 (default, reproducible), bf16 where the hardware has it natively (else fp32, with a "
-                 "warning), or auto (bf16 or fp16 where native, else fp32)",
+                 "warning), or auto (bf16 or fp16 where native, else fp32); training and a frozen run's feature "
+                 "encoding both run in it",
 }
 
 
