@@ -20,7 +20,8 @@ def test_defaults_are_the_analysis_protocol():
     assert (c.bootstrap_method, c.pca_components, c.probe_components) == ("percentile", 32, 64)
     assert (c.crop_size, c.crops_per_image, c.probe_patches, c.rgb_patches) == (8, 64, 20_000, 20_000)
     assert (c.normalisation, c.intensity, c.chunk_size) == ("imagenet", "dtype", 8)
-    assert c.use_cache is True and c.max_images is None
+    assert c.use_cache is True and c.max_images is None and c.precision == "32"
+    assert AnalysisConfig(datasets=TWO, precision=32).precision == "32"  # as YAML reads it
 
 
 def test_values_are_normalised():
@@ -73,6 +74,7 @@ def test_unknown_key_names_the_nearest_valid_one():
         ({"layers": "all"}, "layers must be null (every block), []"),
         ({"use_cache": "no"}, "use_cache must be true or false"),
         ({"backbone": 7}, "backbone must be a registry name"),
+        ({"precision": "fp16"}, "unknown precision 'fp16'; use one of '32', 'bf16', 'auto'"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_setting(changes, message):

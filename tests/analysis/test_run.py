@@ -141,3 +141,34 @@ def test_errors_before_any_compute(datasets, tiny_backbone, tmp_path):
         config = AnalysisConfig(backbone=tiny_backbone, datasets=[a, f"folder:{small}"], **FAST)
         run_analysis(config, tmp_path / "small-out", progress=False)
     assert not (tmp_path / "none").exists() and not (tmp_path / "small-out").exists()
+
+
+def test_a_bf16_analysis_encodes_in_bf16_where_native_and_records_it(
+    datasets, tiny_backbone, tmp_path, monkeypatch, caplog
+):
+    """Where the CPU has native bf16, precision bf16 encodes under bf16 autocast into cache entries of its own and
+    the protocol records it; the numbers stay close to fp32's. Elsewhere it runs in fp32 and says so."""
+    from emfm.hardware import CPU_FLAGS, CPU_NO_BF16_NOTE, describe_hardware
+
+    a, b = datasets
+    hw = describe_hardware()
+    config = AnalysisConfig(backbone=tiny_backbone, datasets=[a, b], layers=[], max_images=4,
+                            cache_dir=str(tmp_path / "cache"), **FAST)
+    fp32 = run_analysis(config, None, progress=False)
+    entries = set((tmp_path / "cache").rglob("*.safetensors"))
+    hw["cpu"]["flags"] = {f: f in ("avx2", "avx512f", "amx_bf16", "amx_tile") for f in CPU_FLAGS}
+    monkeypatch.setattr("emfm.hardware.describe_hardware", lambda: {**hw, "gpu": None})
+    bf16 = run_analysis(config.replace(precision="bf16"), None, progress=False)
+    assert (bf16["protocol"]["precision"], bf16["protocol"]["precision_requested"]) == ("bf16", "bf16")
+    assert fp32["protocol"]["precision"] == "32"
+    assert len(set((tmp_path / "cache").rglob("*.safetensors")) - entries) == len(entries)  # its own entries
+    pair, pair16 = fp32["comparisons"][0], bf16["comparisons"][0]
+    assert pair16["frechet"]["full"]["value"] != pair["frechet"]["full"]["value"]
+    assert pair16["frechet"]["full"]["value"] == pytest.approx(pair["frechet"]["full"]["value"], rel=0.1)
+    hw["cpu"]["flags"] = {f: f in ("avx2",) for f in CPU_FLAGS}
+    fallback = run_analysis(config.replace(precision="bf16"), None, progress=False)
+    assert fallback["protocol"]["precision"] == "32"
+    assert fallback["comparisons"][0]["frechet"]["full"]["value"] == pytest.approx(pair["frechet"]["full"]["value"],
+                                                                                   rel=1e-6)  # fp32's entries
+    assert len(set((tmp_path / "cache").rglob("*.safetensors"))) == 2 * len(entries)  # nothing new written
+    assert CPU_NO_BF16_NOTE in caplog.text

@@ -18,7 +18,7 @@ from typing import Any
 from emfm._settings import Settings, check_choice, check_number
 from emfm.analysis.bootstrap import BOOTSTRAP_METHODS, BootstrapMethod
 from emfm.analysis.embeddings import EMBEDDINGS, EmbeddingKind
-from emfm.config import NORMALISATIONS, Normalisation, split_names
+from emfm.config import NORMALISATIONS, PRECISIONS, Normalisation, Precision, split_names
 from emfm.errors import ConfigError
 from emfm.transforms import INTENSITIES, Intensity
 
@@ -58,6 +58,9 @@ class AnalysisConfig(Settings):
         intensity: how stored pixels map to [0, 1] before normalising (``dtype`` or per-slice
             ``minmax``; see :func:`emfm.transforms.to_unit_float`).
         chunk_size: slices encoded (or read from the cache) at a time.
+        precision: what the backbone encodes in: ``32`` (the default, reproducible), ``bf16`` where the
+            hardware has it natively (else fp32, with a warning), or ``auto`` (see
+            :func:`emfm.hardware.resolve_precision`); bf16 features are cached apart from fp32 ones.
     """
 
     what = "analysis"
@@ -85,6 +88,7 @@ class AnalysisConfig(Settings):
     normalisation: Normalisation = "imagenet"
     intensity: Intensity = "dtype"
     chunk_size: int = 8
+    precision: Precision = "32"
 
     def __post_init__(self) -> None:
         self.coerce_floats()
@@ -95,6 +99,9 @@ class AnalysisConfig(Settings):
         check_choice("normalisation", self.normalisation, NORMALISATIONS)
         check_choice("intensity", self.intensity, INTENSITIES)
         check_choice("bootstrap_method", self.bootstrap_method, BOOTSTRAP_METHODS)
+        object.__setattr__(self, "precision", str(self.precision))  # YAML reads 32 as a number
+        check_choice("precision", self.precision, PRECISIONS, "; 32 is the default, auto what the hardware "
+                     "computes natively")
         if not isinstance(self.use_cache, bool):
             raise ConfigError(f"use_cache must be true or false, got {self.use_cache!r}")
         check_number("seed", self.seed, minimum=0, integer=True)

@@ -200,6 +200,7 @@ def _prepare(
     """The backbone, its probed blocks, the pixel mean / std and the feature cache (after the data has
     loaded, so that a missing dataset fails before a large backbone is read)."""
     from emfm.features import FeatureCache
+    from emfm.hardware import resolve_precision
     from emfm.paths import cache_root
     from emfm.transforms import IMAGENET_MEAN, IMAGENET_STD, resized_shape
 
@@ -215,8 +216,12 @@ def _prepare(
     cache: FeatureCache | None = None
     if config.use_cache:
         cache = FeatureCache(Path(config.cache_dir) if config.cache_dir else cache_root() / "features")
+    precision, note = resolve_precision(config.precision, next(backbone.parameters()).device)
+    if note:
+        log.warning(note)
     encode_kwargs = {
         "resolution": config.resolution, "cache": cache, "mean": mean, "std": std, "intensity": config.intensity,
+        "precision": precision,
     }
     return _Inputs(domains, tests, backbone, probe_layers, mean, std, cache, encode_kwargs)
 
@@ -423,6 +428,7 @@ def _protocol(config: AnalysisConfig, inputs: _Inputs) -> dict[str, Any]:
         "resize": "longest edge to the resolution, each side floored to a multiple of the patch size",
         "normalisation": config.normalisation, "mean": list(inputs.mean), "std": list(inputs.std),
         "intensity": config.intensity,
+        "precision": inputs.encode_kwargs["precision"], "precision_requested": config.precision,
         "embedding": config.embedding,
         "embedding_description": "mean of the final normalised patch tokens" if mean_token
         else "final normalised CLS token",

@@ -23,14 +23,14 @@ SETTING_KEYS = (
     "datasets", "backbone", "data_root", "resolution", "embedding", "layers", "n_boot", "seed", "cache_dir",
     "use_cache", "max_images", "baseline_repeats", "level", "bootstrap_method", "pca_components",
     "probe_components", "crop_size", "crops_per_image", "probe_patches", "rgb_patches", "normalisation",
-    "intensity", "chunk_size",
+    "intensity", "chunk_size", "precision",
 )
 #: Flag dest -> AnalysisConfig key, for the flags whose value is the setting as it is.
 _FLAGS = {
     "backbone": "backbone", "data_root": "data_root", "resolution": "resolution", "embedding": "embedding",
     "bootstrap": "n_boot", "baseline_repeats": "baseline_repeats", "level": "level", "seed": "seed",
     "normalisation": "normalisation", "intensity": "intensity", "cache_dir": "cache_dir",
-    "max_images": "max_images",
+    "max_images": "max_images", "precision": "precision",
 }
 
 
@@ -57,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="pixel mean/std: imagenet (the study, every family; default) or the backbone's own")
     p.add_argument("--intensity", choices=["dtype", "minmax"],
                    help="stored pixels to [0, 1]: by the dtype's maximum (default) or each slice's own range")
+    p.add_argument("--precision", choices=["32", "bf16", "auto"],
+                   help="what the backbone encodes in: 32 (default, reproducible), bf16 where the hardware has it "
+                        "natively (else fp32, with a warning), or auto (bf16 or fp16 where native, else fp32)")
     p.add_argument("--cache-dir", help="feature cache (default $EMFM_CACHE/features or the user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="compute every feature afresh and store nothing")
     p.add_argument("--max-images", type=int, help="at most N slices per dataset and split, evenly spaced")
