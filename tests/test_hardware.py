@@ -93,7 +93,7 @@ def test_fp32_is_always_honoured_and_never_reads_the_hardware(monkeypatch):
 def test_unreadable_cpu_flags_fall_back_with_their_own_note():
     precision, note = resolve_precision("bf16", "cpu", record(unknown=True))
     assert precision == "32" and note != CPU_NO_BF16_NOTE
-    assert "cannot be read" in note and "training in fp32" in note
+    assert "cannot be read" in note and "computing in fp32" in note
     no_cpu = {**AVX2, "cpu": {}}
     assert resolve_precision("bf16", "cpu", no_cpu)[0] == "32"
 

@@ -36,7 +36,7 @@ PRECISION_CHOICES = ("32", "bf16", "auto")
 LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 CPU_NO_BF16_NOTE = (
     "bf16 requested but this CPU has no native bf16 (no AVX512-BF16 or AMX): a bf16 matmul runs far slower "
-    "than fp32 here; training in fp32"
+    "than fp32 here; computing in fp32"
 )
 
 
@@ -215,17 +215,17 @@ def resolve_precision(
         if requested == "auto":
             return "16", None
         return "32", (f"bf16 requested but this GPU ({gpu.get('name')}, compute capability {gpu.get('capability')}) "
-                      f"has no native bf16 (it needs 8.0 or newer); training in fp32 (precision auto takes fp16 "
+                      f"has no native bf16 (it needs 8.0 or newer); computing in fp32 (precision auto takes fp16 "
                       f"mixed precision here)")
     if kind == "cpu" and cpu_native_bf16(hw):
         return "bf16", None
     if requested == "auto":
         return "32", None
     if kind != "cpu":
-        return "32", f"bf16 requested on a {kind} device, whose bf16 support emfm does not check; training in fp32"
+        return "32", f"bf16 requested on a {kind} device, whose bf16 support emfm does not check; computing in fp32"
     if all(v is None for v in ((hw.get("cpu") or {}).get("flags") or {}).values()):
         return "32", ("bf16 requested but this CPU's flags cannot be read (no /proc/cpuinfo), so native bf16 "
-                      "(AVX512-BF16 or AMX) is not confirmed; training in fp32")
+                      "(AVX512-BF16 or AMX) is not confirmed; computing in fp32")
     return "32", CPU_NO_BF16_NOTE
 
 
